@@ -1,0 +1,126 @@
+"""The ``initlint`` command line.
+
+Exit codes: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 2 a usage error or a
+model that could not be read.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from . import __version__
+from .engine import Severity, registry
+from .loaders import LoadOptions
+from .report import render_json, render_text
+from .runner import LintOptions, lint_target
+
+EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
+
+
+def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
+    """``2,3,64,64`` (the only input) or ``NAME=2,3,64,64`` per input."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for value in values:
+        name, _, dims = value.rpartition("=")
+        try:
+            shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
+        except ValueError:
+            raise click.BadParameter(f"{value!r} is not a shape like 2,3,64,64 or NAME=2,3,64,64", param_hint="--input-shape") from None
+        if not shape or any(d <= 0 for d in shape):
+            raise click.BadParameter(f"{value!r}: dimensions must be positive integers", param_hint="--input-shape")
+        shapes[name.strip()] = shape
+    return shapes
+
+
+def _split_codes(values: tuple[str, ...]) -> list[str]:
+    codes = [code.strip() for value in values for code in value.split(",") if code.strip()]
+    reg = registry()
+    for code in codes:
+        try:
+            reg.validate_selector(code)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc)) from None
+    return codes
+
+
+class _DefaultToCheck(click.Group):
+    """``initlint TARGET...`` lints; ``initlint rules`` and ``initlint rule CODE`` are subcommands."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["check", *args]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultToCheck, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="initlint")
+def main():
+    """Lint the weight initialization of neural networks.
+
+    \b
+    initlint model.onnx                 lint a model (see `initlint check --help`)
+    initlint package.module:build_model lint the model a callable builds
+    initlint rules                      list every rule
+    initlint rule IL101                 print one rule's documentation
+    """
+
+
+@main.command("check")
+@click.argument("targets", nargs=-1, required=True)
+@click.option("--format", "output_format", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@click.option("--select", multiple=True, help="Rule codes or prefixes to run (e.g. IL1,IL301); default: all.")
+@click.option("--ignore", multiple=True, help="Rule codes or prefixes to skip.")
+@click.option("--fail-on", type=click.Choice(["error", "warning", "info"]), default="error", show_default=True, help="Lowest severity that makes the exit code 1.")
+@click.option("--quiet", "-q", is_flag=True, help="Print findings and errors only.")
+@click.option("--show-fixes", is_flag=True, help="Print each finding's fix hint under it.")
+@click.option("--input-shape", multiple=True, help="Example input shape: 2,3,64,64 or NAME=2,3,64,64 per input.")
+@click.option("--input-dtype", default=None, help="Example input dtype, e.g. float32 or int64 (token ids).")
+@click.option("--probe", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True, help="When to run the dynamic gradient-flow probe.")
+@click.option("--trust-pickle", is_flag=True, help="Allow unpickling .pt/.pth files. Unpickling runs arbitrary code from the file: only for files you trust.")
+def check(targets, output_format, select, ignore, fail_on, quiet, show_fixes, input_shape, input_dtype, probe, trust_pickle):
+    """Lint TARGETS: model files (.onnx, .pt2, TorchScript, state dicts) or module:callable specs."""
+    options = LintOptions(
+        select=_split_codes(select) or None,
+        ignore=_split_codes(ignore),
+        probe=probe,
+        load=LoadOptions(input_shapes=parse_input_shapes(input_shape), input_dtype=input_dtype, trust_pickle=trust_pickle),
+    )
+    results = [lint_target(target, options) for target in targets]
+    if output_format == "json":
+        click.echo(render_json(results))
+    else:
+        text = render_text(results, quiet=quiet, show_fixes=show_fixes, color=sys.stdout.isatty())
+        if text:
+            click.echo(text)
+    threshold = Severity.parse(fail_on)
+    if any(r.error for r in results):
+        sys.exit(EXIT_ERROR)
+    if any(f.severity >= threshold for r in results for f in r.findings):
+        sys.exit(EXIT_FINDINGS)
+    sys.exit(EXIT_OK)
+
+
+@main.command("rules")
+def list_rules():
+    """List every rule with its code, name, default severity and summary."""
+    reg = registry()
+    rows = [(r.code, r.name, str(r.severity), r.summary()) for r in reg]
+    width = max((len(name) for _, name, _, _ in rows), default=10)
+    for code, name, severity, summary in rows:
+        click.echo(f"{code}  {name:<{width}}  {severity:<7}  {summary}")
+    for module, error in reg.broken.items():
+        click.echo(f"note: rule module {module} could not be loaded: {error}", err=True)
+
+
+@main.command("rule")
+@click.argument("code")
+def show_rule(code):
+    """Print the documentation of one rule (by code or name)."""
+    rule = registry().get(code)
+    if rule is None:
+        click.echo(f"initlint: unknown rule {code!r} (see `initlint rules`)", err=True)
+        sys.exit(EXIT_ERROR)
+    click.echo(f"# {rule.code} {rule.name} (default severity: {rule.severity})\n")
+    click.echo(rule.doc())

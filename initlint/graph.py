@@ -1,0 +1,238 @@
+"""The framework-neutral model graph that every rule reads.
+
+Loaders (ONNX, PyTorch) build a :class:`ModelGraph`; rules only read it. A graph is an ordered
+set of :class:`Layer` objects (topological order) joined by edges, plus every parameter tensor
+of the model as a lazily read :class:`Tensor` whose statistics are computed once and cached.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import numpy as np
+
+from .stats import CHUNK_ELEMENTS, TensorStats, compute_stats
+
+# Layer kinds. Weighted kinds own a weight whose fans are known.
+LINEAR = "linear"
+CONV = "conv"
+CONV_TRANSPOSE = "conv_transpose"
+EMBEDDING = "embedding"
+RNN = "rnn"
+ATTENTION = "attention"
+NORM = "norm"
+ACTIVATION = "activation"
+ADD = "add"  # residual addition of two computed values
+MUL = "mul"  # elementwise product (gates, scales)
+CONCAT = "concat"
+POOL = "pool"
+MATMUL = "matmul"  # product of two computed values (attention scores)
+SOFTMAX = "softmax"
+PASSTHROUGH = "passthrough"  # reshape, dropout, cast, transpose, identity, bias add, ...
+OUTPUT = "output"
+OTHER = "other"
+
+WEIGHTED_KINDS = frozenset({LINEAR, CONV, CONV_TRANSPOSE, EMBEDDING, RNN, ATTENTION})
+# Ops that do not change which activation follows a layer.
+TRANSPARENT_KINDS = frozenset({PASSTHROUGH, POOL})
+
+# Canonical activation names (Layer.attrs["activation"]), shared by both loaders.
+RELU_FAMILY = frozenset({"relu", "relu6", "leaky_relu", "prelu"})
+SATURATING = frozenset({"sigmoid", "tanh", "hardsigmoid", "hardtanh"})
+
+
+class Tensor:
+    """A parameter tensor, read only when its values or statistics are asked for.
+
+    ``reader`` returns the values as a numpy array, ideally a view on the file's bytes;
+    ``shape`` and ``dtype`` cost no IO.
+    """
+
+    def __init__(self, name: str, shape: tuple[int, ...], dtype: str, reader: Callable[[], np.ndarray]):
+        self.name = name
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = dtype
+        self._reader = reader
+
+    def __repr__(self) -> str:
+        return f"Tensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape)) if self.shape else 1
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def values(self) -> np.ndarray:
+        """The values as an array of self.shape (a float32 copy only for fp16/bf16 sources)."""
+        return np.asarray(self._reader()).reshape(self.shape)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        """Whole rows at a time, converted to float64 chunk by chunk."""
+        flat = np.asarray(self._reader()).reshape(-1)
+        row_len = self.size // self.shape[0] if self.ndim >= 2 and self.shape[0] else max(self.size, 1)
+        step = max(row_len, (CHUNK_ELEMENTS // max(row_len, 1)) * row_len)
+        for start in range(0, flat.size, step):
+            yield flat[start : start + step].astype(np.float64)
+
+    @functools.cached_property
+    def stats(self) -> TensorStats:
+        return compute_stats(self.shape, self.chunks())
+
+    def stats_along(self, axis: int) -> TensorStats:
+        """Statistics with ``axis`` as the unit (row) axis; axis 0 is the shared single pass."""
+        axis = axis % self.ndim if self.ndim else 0
+        if axis == 0:
+            return self.stats
+        cache = self.__dict__.setdefault("_stats_along", {})
+        if axis not in cache:
+            moved = np.moveaxis(self.values(), axis, 0)
+            cache[axis] = compute_stats(moved.shape, [np.ascontiguousarray(moved, dtype=np.float64)])
+        return cache[axis]
+
+
+@dataclass
+class Layer:
+    """One operation of the model, named as the user named it."""
+
+    name: str
+    kind: str
+    op: str  # the source op: "Gemm", "Conv", "Linear", "aten.relu", ...
+    params: dict[str, Tensor] = field(default_factory=dict)  # role -> tensor ("weight", "bias", ...)
+    fan_in: int | None = None
+    fan_out: int | None = None
+    attrs: dict = field(default_factory=dict)
+    inputs: list[str] = field(default_factory=list)  # names of producer layers, in argument order
+    # Inputs that are constants rather than computed values (for Add/Mul/Concat judgements).
+    const_inputs: dict[int, Tensor] = field(default_factory=dict)
+    source: str | None = None  # "file.py:line" where the layer was defined, when known
+    # Axis of the weight that indexes output units: 0 for torch Linear/Conv and ONNX Gemm
+    # with transB, -1 for a MatMul weight stored [in, out], 1 for ConvTranspose.
+    unit_axis: int = 0
+
+    @property
+    def weight(self) -> Tensor | None:
+        return self.params.get("weight")
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.params.get("bias")
+
+    @property
+    def units(self) -> int | None:
+        """Number of output units (neurons, filters) of a weighted layer."""
+        if self.weight is None or not self.weight.ndim:
+            return None
+        units = self.weight.shape[self.unit_axis]
+        return units * int(self.attrs.get("groups", 1)) if self.kind == CONV_TRANSPOSE else units
+
+    def unit_stats(self) -> TensorStats | None:
+        """Weight statistics with one row per output unit."""
+        return self.weight.stats_along(self.unit_axis) if self.weight is not None and self.weight.ndim >= 2 else None
+
+    @property
+    def activation(self) -> str | None:
+        return self.attrs.get("activation")
+
+    @property
+    def is_weighted(self) -> bool:
+        return self.kind in WEIGHTED_KINDS and self.weight is not None
+
+
+@dataclass
+class ModelGraph:
+    target: str
+    format: str  # "onnx", "torch", "pt2", "torchscript", "state_dict", "safetensors"
+    layers: dict[str, Layer] = field(default_factory=dict)
+    # Every parameter of the model by its own name, including those no layer claims.
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    # False when only weights are known (a state dict): structure rules do not run.
+    has_structure: bool = True
+    notes: list[str] = field(default_factory=list)
+    metadata: dict = field(default_factory=dict)
+    # Graph inputs: name -> (shape with None for dynamic dims, numpy dtype name).
+    inputs: dict[str, tuple[tuple, str]] = field(default_factory=dict)
+
+    def add(self, layer: Layer) -> Layer:
+        if layer.name in self.layers:
+            raise ValueError(f"duplicate layer name {layer.name!r}")
+        self.layers[layer.name] = layer
+        for role, tensor in layer.params.items():
+            self.tensors.setdefault(tensor.name, tensor)
+        for cached in ("_consumers", "depth"):
+            self.__dict__.pop(cached, None)
+        return layer
+
+    @functools.cached_property
+    def _consumers(self) -> dict[str, list[Layer]]:
+        consumers: dict[str, list[Layer]] = {name: [] for name in self.layers}
+        for layer in self.layers.values():
+            for producer in layer.inputs:
+                if producer in consumers and layer not in consumers[producer]:
+                    consumers[producer].append(layer)
+        return consumers
+
+    def consumers(self, layer: Layer) -> list[Layer]:
+        return self._consumers.get(layer.name, [])
+
+    def producers(self, layer: Layer) -> list[Layer]:
+        return [self.layers[name] for name in layer.inputs if name in self.layers]
+
+    def weighted_layers(self) -> list[Layer]:
+        return [layer for layer in self.layers.values() if layer.is_weighted]
+
+    def downstream(self, layer: Layer, through: frozenset[str] = TRANSPARENT_KINDS) -> list[Layer]:
+        """The first layers after ``layer`` that are not of a kind in ``through``."""
+        found: list[Layer] = []
+        stack = list(self.consumers(layer))
+        seen: set[str] = set()
+        while stack:
+            nxt = stack.pop(0)
+            if nxt.name in seen:
+                continue
+            seen.add(nxt.name)
+            if nxt.kind in through:
+                stack.extend(self.consumers(nxt))
+            else:
+                found.append(nxt)
+        return found
+
+    def upstream(self, layer: Layer, through: frozenset[str] = TRANSPARENT_KINDS) -> list[Layer]:
+        """The nearest layers before ``layer`` that are not of a kind in ``through``."""
+        found: list[Layer] = []
+        stack = list(self.producers(layer))
+        seen: set[str] = set()
+        while stack:
+            prev = stack.pop(0)
+            if prev.name in seen:
+                continue
+            seen.add(prev.name)
+            if prev.kind in through:
+                stack.extend(self.producers(prev))
+            else:
+                found.append(prev)
+        return found
+
+    def activation_after(self, layer: Layer) -> Layer | None:
+        """The activation applied to ``layer``'s output (through reshapes, dropout, pooling, casts)."""
+        following = self.downstream(layer)
+        if len(following) == 1 and following[0].kind == ACTIVATION:
+            return following[0]
+        return None
+
+    @functools.cached_property
+    def depth(self) -> dict[str, int]:
+        """Per layer: the number of weighted layers on the longest path ending at it."""
+        depth: dict[str, int] = {}
+        for layer in self.layers.values():  # topological order
+            before = max((depth.get(p, 0) for p in layer.inputs), default=0)
+            depth[layer.name] = before + (1 if layer.is_weighted else 0)
+        return depth
+
+    @property
+    def max_depth(self) -> int:
+        return max(self.depth.values(), default=0)

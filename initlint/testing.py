@@ -1,0 +1,72 @@
+"""Helpers that turn a rule's examples into tests, in torch and in ONNX form (needs torch)."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+from .engine import Example, Finding, Rule, registry, run_rules
+from .graph import ModelGraph
+
+
+def example_input(example: Example, seed: int = 0):
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    if example.input_dtype.startswith("int"):
+        return torch.randint(0, 8, example.input_shape, generator=generator)
+    return torch.randn(example.input_shape, generator=generator)
+
+
+def export_onnx(model, example_input, path: str | Path | None = None) -> bytes:
+    """Export with the TorchScript-based exporter in training mode, which keeps BatchNorm and
+    the user's parameter names (the eval-mode export folds BatchNorm into the conv)."""
+    import torch
+
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (example_input,),
+            buffer if path is None else str(path),
+            dynamo=False,
+            training=torch.onnx.TrainingMode.TRAINING,
+            do_constant_folding=False,
+            input_names=["input"],
+            output_names=["output"],
+        )
+    return buffer.getvalue() if path is None else Path(path).read_bytes()
+
+
+def graph_of(model, form: str, example_input=None, tmp_path: Path | None = None) -> ModelGraph:
+    """The ModelGraph of a live module (``form="torch"``) or of its ONNX export (``"onnx"``)."""
+    import torch
+
+    if form == "torch":
+        from .loaders.torch_loader import graph_from_module
+
+        return graph_from_module(model, type(model).__name__)
+    import onnx
+
+    from .loaders.onnx_loader import build_graph
+
+    data = export_onnx(model, example_input)
+    proto = onnx.load_from_string(data)
+    return build_graph(proto, (tmp_path or Path(".")) / "model.onnx")
+
+
+def findings_for(rule: type[Rule], graph: ModelGraph) -> list[Finding]:
+    run = run_rules(graph, [rule])
+    assert not run.failures, run.failures
+    return run.findings
+
+
+def all_examples():
+    """(rule, kind, example) for every example of every rule: kind is "must_flag" or "must_not_flag"."""
+    for rule in registry():
+        for example in rule.must_flag:
+            yield rule, "must_flag", example
+        for example in rule.must_not_flag:
+            yield rule, "must_not_flag", example

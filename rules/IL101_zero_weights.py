@@ -1,0 +1,307 @@
+"""IL101 zero-weights."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from initlint import activations
+from initlint import graph as g
+from initlint.engine import Example, Rule, Severity
+
+# Outcomes of following a zero layer's output downstream, from harmless to fatal.
+ALLOWED, RECOVERABLE, FATAL = 0, 1, 2
+_HEAD = "it is a final projection (zero head)"
+_RESIDUAL = "its output is added to a non-zero path (residual branch end / LoRA B)"
+_LONE = "a lone zero layer between random ones: its output is constant at init; training recovers through its neighbours"
+_STRUCTURAL_KINDS = (g.LINEAR, g.CONV, g.CONV_TRANSPOSE, g.EMBEDDING)
+
+
+class ZeroWeights(Rule):
+    """A weight matrix or kernel that is entirely zero, where that stops training.
+
+    ## What it does
+    Finds weight matrices and convolution kernels whose every value is 0.0 and follows the
+    layer's output through the graph to decide whether the zeros are fatal, recoverable or a
+    well-known, intended pattern (DESIGN.md §5).
+
+    ## Why is this bad?
+    A zero layer outputs a constant. When that constant reaches a ReLU at a pre-activation
+    <= 0 (ReLU'(0) = 0 in PyTorch), another zero layer, or BatchNorm followed by ReLU, the
+    gradient of this layer and of everything before it is exactly zero, and stays zero
+    forever: the network cannot train. A lone zero layer between random layers recovers, but
+    starts with no information flowing through it (warning).
+
+    ## Example
+    ```python
+    layer = nn.Linear(256, 256)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    model = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), layer, nn.ReLU(), nn.Linear(256, 10))
+    ```
+
+    ## How to fix
+    Initialize the weight randomly, e.g. `nn.init.kaiming_normal_(layer.weight,
+    nonlinearity="relu")` before a ReLU, or `nn.init.xavier_uniform_` before tanh. Keep zero
+    init only where the layer's output is added to a non-zero path.
+
+    ## Known false positives
+    None of these is flagged: the last layer of a residual branch (torchvision
+    `zero_init_residual`, Fixup), a LoRA `B` matrix with a random `A` (and PEFT's A = 0 with a
+    random B for embeddings), a zero classifier head or muP readout, ReZero/SkipInit gates,
+    biases and normalization shifts. When only a state dict is given the structure is unknown
+    and a zero matrix is reported as info.
+
+    ## References
+    - DESIGN.md §5 (when a zero tensor is fatal; measured on 300-step Adam/SGD runs)
+    - Bachlechner et al. 2020, "ReZero is All You Need"; Zhang et al. 2019, "Fixup Initialization"
+    - Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models"
+    """
+
+    code = "IL101"
+    name = "zero-weights"
+    severity = Severity.ERROR
+
+    def check(self, graph):
+        claimed = set()
+        for layer in graph.layers.values():
+            weight = layer.weight
+            if weight is None or weight.ndim < 2:
+                continue
+            claimed.add(weight.name)
+            if not weight.stats.all_zero:
+                continue
+            evidence = {"count": weight.size, "std": 0.0}
+            if layer.kind not in _STRUCTURAL_KINDS:
+                yield self.finding(weight.name, f"all {weight.size:,} values are 0.0", Severity.WARNING, evidence=evidence, fix=_FIX)
+                continue
+            outcome, why = zero_outcome(graph, layer)
+            if outcome == ALLOWED:
+                continue
+            severity = Severity.ERROR if outcome == FATAL else Severity.WARNING
+            yield self.finding(weight.name, f"all {weight.size:,} values are 0.0: {why}", severity, evidence={**evidence, "case": why}, fix=_FIX)
+        for name, tensor in graph.tensors.items():
+            if name in claimed or tensor.ndim < 2 or tensor.stats.count == 0 or not tensor.stats.all_zero:
+                continue
+            if graph.has_structure:
+                continue  # a constant no weighted layer uses (a mask, a buffer): not a weight
+            yield self.finding(
+                name,
+                f"all {tensor.size:,} values are 0.0; without the model structure initlint cannot tell an intended zero (LoRA B, residual branch end) from a fatal one",
+                Severity.INFO,
+                evidence={"count": tensor.size, "std": 0.0},
+            )
+
+    must_flag = ()  # filled below, after the builders
+    must_not_flag = ()
+
+
+_FIX = "initialize it randomly (nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU, nn.init.xavier_uniform_(w) before tanh/sigmoid)"
+
+
+def zero_outcome(graph: g.ModelGraph, layer: g.Layer) -> tuple[int, str]:
+    """Follow a zero layer's constant output downstream; the most benign path decides."""
+    bias = layer.bias
+    value = np.asarray(bias.values(), dtype=np.float64).reshape(-1) if bias is not None else np.zeros(1)
+    outcomes = [_follow(graph, nxt, value, layer, activation=None, depth=0) for nxt in graph.downstream(layer)]
+    if not outcomes:
+        return ALLOWED, "its output is a model output (a zero head or readout)"
+    return min(outcomes, key=lambda o: o[0])
+
+
+def _follow(graph, node: g.Layer, value: np.ndarray, origin: g.Layer, activation: str | None, depth: int) -> tuple[int, str]:
+    """``value`` is the constant (per unit) that reaches ``node``; it does not depend on the input."""
+    is_zero = bool(np.all(value == 0))
+    if depth > 64:
+        return RECOVERABLE, "its output is constant"
+    if node.kind == g.OUTPUT:
+        return ALLOWED, _HEAD
+    if node.kind in (g.ADD, g.CONCAT):
+        others = [p for p in graph.producers(node) if not _is_zero_layer(p)]
+        if len(others) >= 1 and len(graph.producers(node)) >= 2:
+            return ALLOWED, _RESIDUAL
+        return _continue(graph, node, value, origin, activation, depth)
+    if node.kind == g.NORM:
+        # Normalizing a constant gives the shift beta (training-mode statistics).
+        beta = node.bias
+        shifted = np.asarray(beta.values(), dtype=np.float64).reshape(-1) if beta is not None else np.zeros(1)
+        return _continue(graph, node, shifted, origin, activation, depth)
+    if node.kind == g.MUL:
+        scale = [t for t in node.const_inputs.values() if t.size == 1]
+        if scale and len(node.inputs) == 1:
+            return _continue(graph, node, value * float(np.asarray(scale[0].values()).reshape(-1)[0]), origin, activation, depth)
+        return RECOVERABLE, "its output is constant at init (multiplied by a gate)"
+    if node.kind == g.ACTIVATION:
+        name = node.activation
+        if activations.blocks_gradient(name, value):
+            where = "0" if is_zero else "<= 0"
+            return FATAL, f"it feeds {name} at a constant pre-activation {where}, whose gradient is exactly 0: this layer and every layer before it get zero gradient forever"
+        applied = activations.apply(name, value, node.attrs.get("alpha"))
+        if applied is None:
+            return RECOVERABLE, f"its output is constant at init (then {name})"
+        return _continue(graph, node, applied, origin, name, depth)
+    if node.is_weighted:
+        if _is_zero_layer(node) or (node.weight is not None and node.weight.stats.all_zero):
+            if is_zero:
+                return FATAL, f"it feeds another all-zero layer ({node.weight.name}) with a zero input: neither can get a gradient"
+            return RECOVERABLE, f"it feeds another all-zero layer ({node.weight.name}), which gets a constant input"
+        if is_zero and node.kind != g.EMBEDDING:
+            # A linear layer keeps the zero (plus its own bias): where it ends decides.
+            bias = node.bias
+            passed = np.asarray(bias.values(), dtype=np.float64).reshape(-1) if bias is not None else np.zeros(1)
+            outcome = _continue(graph, node, passed, origin, activation, depth)
+            # Through a random linear layer the zero branch is still harmless if it ends in a
+            # residual add (PEFT's A = 0, B random); a head after it makes it a lone zero layer.
+            return outcome if outcome[0] == FATAL or outcome[1] == _RESIDUAL else (RECOVERABLE, _LONE)
+        return RECOVERABLE, _LONE
+    return RECOVERABLE, f"its output is constant at init (then {node.op})"
+
+
+def _continue(graph, node, value, origin, activation, depth):
+    nxt = graph.downstream(node)
+    if not nxt:
+        return ALLOWED, _HEAD
+    outcomes = [_follow(graph, n, value, origin, activation, depth + 1) for n in nxt]
+    return min(outcomes, key=lambda o: o[0])
+
+
+def _is_zero_layer(layer: g.Layer) -> bool:
+    weight, bias = layer.weight, layer.bias
+    return bool(
+        layer.is_weighted
+        and weight.ndim >= 2
+        and weight.stats.all_zero
+        and (bias is None or bias.stats.all_zero)
+    )
+
+
+# --- examples: the models this rule must and must not flag -----------------------------------
+
+
+def zero_linear_before_relu():
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    nn.init.zeros_(model[2].weight)
+    nn.init.zeros_(model[2].bias)
+    return model
+
+
+def two_consecutive_zero_layers():
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
+    for layer in (model[2], model[4]):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return model
+
+
+def zero_conv_batchnorm_relu():
+    import torch.nn as nn
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 4),
+    )
+    nn.init.zeros_(model[2].weight)
+    return model
+
+
+def _lora_model(zero_a: bool):
+    import torch.nn as nn
+
+    class LoRALinear(nn.Module):
+        def __init__(self, features: int, rank: int = 4):
+            super().__init__()
+            self.base = nn.Linear(features, features)
+            self.lora_A = nn.Linear(features, rank, bias=False)
+            self.lora_B = nn.Linear(rank, features, bias=False)
+            nn.init.kaiming_uniform_(self.lora_A.weight, a=5**0.5)
+            nn.init.zeros_(self.lora_B.weight)
+            if zero_a:
+                nn.init.zeros_(self.lora_A.weight)
+
+        def forward(self, x):
+            return self.base(x) + self.lora_B(self.lora_A(x)) * 2.0
+
+    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), LoRALinear(32), nn.ReLU(), nn.Linear(32, 4))
+
+
+def lora_with_a_and_b_zero():
+    return _lora_model(zero_a=True)
+
+
+def lora_b_zero_a_random():
+    return _lora_model(zero_a=False)
+
+
+def zero_last_conv_of_residual_branch():
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self, channels: int):
+            super().__init__()
+            self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
+            self.relu = nn.ReLU()
+            self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
+            nn.init.zeros_(self.conv2.weight)  # Fixup: the branch starts as the identity
+            nn.init.zeros_(self.conv2.bias)
+
+        def forward(self, x):
+            return self.relu(x + self.conv2(self.relu(self.conv1(x))))
+
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), Block(8), Block(8), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+
+
+def zero_classifier_head():
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    nn.init.zeros_(model[4].weight)
+    nn.init.zeros_(model[4].bias)
+    return model
+
+
+def rezero_gate():
+    import torch
+    import torch.nn as nn
+
+    class ReZeroBlock(nn.Module):
+        def __init__(self, features: int):
+            super().__init__()
+            self.fc = nn.Linear(features, features)
+            self.alpha = nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):
+            return x + self.alpha * torch.relu(self.fc(x))
+
+    return nn.Sequential(nn.Linear(16, 32), ReZeroBlock(32), ReZeroBlock(32), nn.Linear(32, 4))
+
+
+def lone_zero_layer_before_tanh():
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
+    nn.init.zeros_(model[2].weight)
+    return model
+
+
+_CONV_INPUT = (2, 3, 8, 8)
+ZeroWeights.must_flag = (
+    Example(zero_linear_before_relu, flagged=("2.weight",), severity="error"),
+    Example(two_consecutive_zero_layers, flagged=("2.weight",), severity="error"),
+    Example(zero_conv_batchnorm_relu, flagged=("2.weight",), severity="error", input_shape=_CONV_INPUT),
+    Example(lora_with_a_and_b_zero, flagged=("2.lora_A.weight",), severity="error", input_shape=(4, 16)),
+    Example(lone_zero_layer_before_tanh, flagged=("2.weight",), severity="warning"),
+)
+ZeroWeights.must_not_flag = (
+    Example(lora_b_zero_a_random),
+    Example(zero_last_conv_of_residual_branch, input_shape=_CONV_INPUT),
+    Example(zero_classifier_head),
+    Example(rezero_gate),
+)

@@ -1,0 +1,107 @@
+"""IL105 nonzero-mean-weights."""
+
+from __future__ import annotations
+
+import math
+
+from initlint import graph as g
+from initlint.engine import Example, Rule, Severity
+
+
+class NonzeroMeanWeights(Rule):
+    """Weights whose mean is far from zero relative to their spread (e.g. U(0, 1) init).
+
+    ## What it does
+    Tests each weight matrix or kernel for a non-zero mean: the mean must differ from zero
+    significantly (|mean| / (std / sqrt(n)) > `z_threshold`, DESIGN.md §5) and matter for the
+    signal: the coherent part of a pre-activation, sqrt(fan_in) * |mean| / std, must reach
+    `coherent_warning` (error from `coherent_error`).
+
+    ## Why is this bad?
+    Every init scheme draws weights with mean zero. With a non-zero mean every unit adds up
+    the same shared component fan_in * mean * E[h] on top of its random part, so the units of
+    a layer compute nearly the same thing and the variance grows with fan_in layer after
+    layer. The classic cause is `nn.init.uniform_(w)`, which is U(0, 1), not U(-a, a).
+
+    ## Example
+    ```python
+    layer = nn.Linear(256, 256)
+    nn.init.uniform_(layer.weight)        # U(0, 1): mean 0.5
+    nn.init.normal_(layer.weight, 0.02)   # mean 0.02, std 1: arguments swapped
+    ```
+
+    ## How to fix
+    Draw symmetric around zero: `nn.init.uniform_(w, -a, a)` with `a = sqrt(6 / (fan_in +
+    fan_out))`, or `nn.init.normal_(w, mean=0.0, std=0.02)` with keyword arguments.
+
+    ## Options
+    - `z_threshold` (6.0): significance of the mean, in standard errors.
+    - `coherent_warning` (2.0) and `coherent_error` (4.0): sqrt(fan_in) * |mean| / std. An
+      identity (`eye_`, `dirac_`) init sits at about 1 and is not flagged.
+
+    ## Known false positives
+    Trained weights can have small non-zero means; the coherent-part test keeps them below
+    the thresholds in the cases measured. Normalization weights (1-D) are never tested.
+
+    ## References
+    - DESIGN.md §5 (non-zero mean: flag when |mean|/(std/sqrt(n)) > 6)
+    - PyTorch docs, `torch.nn.init.uniform_` (default bounds a=0, b=1)
+    """
+
+    code = "IL105"
+    name = "nonzero-mean-weights"
+    severity = Severity.ERROR
+    options = {"z_threshold": 6.0, "coherent_warning": 2.0, "coherent_error": 4.0}
+
+    def check(self, graph):
+        for layer in graph.layers.values():
+            weight = layer.weight
+            if weight is None or weight.ndim < 2 or layer.kind == g.EMBEDDING or not layer.is_weighted:
+                continue
+            stats = weight.stats
+            if stats.var <= 0 or stats.finite_count < 2:
+                continue
+            std = stats.std
+            z = abs(stats.mean) / (std / math.sqrt(stats.finite_count))
+            fan_in = layer.fan_in or max(weight.size // weight.shape[0], 1)
+            coherent = math.sqrt(fan_in) * abs(stats.mean) / std
+            if z <= self.settings["z_threshold"] or coherent < self.settings["coherent_warning"]:
+                continue
+            severity = Severity.ERROR if coherent >= self.settings["coherent_error"] else Severity.WARNING
+            yield self.finding(
+                weight.name,
+                f"mean {stats.mean:.4g} with std {std:.4g} over {stats.finite_count:,} values ({z:.0f} standard errors from 0); "
+                f"the shared component is {coherent:.1f}x the random part of each pre-activation (fan_in {fan_in})",
+                severity,
+                evidence={"mean": stats.mean, "std": std, "z": z, "coherent_ratio": coherent, "fan_in": fan_in},
+                fix="draw weights symmetric around zero: nn.init.uniform_(w, -a, a) or nn.init.normal_(w, mean=0.0, std=...)",
+            )
+
+    must_flag = ()
+    must_not_flag = ()
+
+
+def uniform_zero_one_init():
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    nn.init.uniform_(model[2].weight)  # U(0, 1)
+    return model
+
+
+def default_init_mlp():
+    import torch.nn as nn
+
+    return nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+
+
+def identity_init():
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    nn.init.eye_(model[2].weight)
+    return model
+
+
+NonzeroMeanWeights.must_flag = (Example(uniform_zero_one_init, flagged=("2.weight",), severity="error"),)
+NonzeroMeanWeights.must_not_flag = (Example(default_init_mlp), Example(identity_init))

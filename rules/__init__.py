@@ -1,0 +1,1 @@
+"""initlint's built-in rules: one module per rule, discovered by initlint.engine.registry()."""
