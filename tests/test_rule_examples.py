@@ -1,0 +1,46 @@
+"""Every rule's own examples, as named tests, in torch form and in ONNX form.
+
+must_flag: each listed location carries the rule's code at (at least) the listed severity.
+must_not_flag: the rule reports nothing at warning or above (info is not a flag).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from initlint.engine import Severity  # noqa: E402
+from initlint.testing import all_examples, example_input, findings_for, graph_of  # noqa: E402
+
+CASES = [
+    pytest.param(rule, kind, example, form, id=f"{rule.code}-{kind}-{example.name}-{form}")
+    for rule, kind, example in all_examples()
+    if rule.stage == "static"
+    for form in ("torch", "onnx")
+]
+
+
+@pytest.mark.parametrize("rule, kind, example, form", CASES)
+def test_rule_example(rule, kind, example, form, tmp_path):
+    torch.manual_seed(0)
+    model = example.build()
+    graph = graph_of(model, form, example_input(example), tmp_path)
+    findings = findings_for(rule, graph)
+    if kind == "must_flag":
+        assert example.flagged, "a must-flag example names the locations it expects"
+        least = Severity.parse(example.severity or str(rule.severity))
+        for location in example.flagged:
+            hits = [f for f in findings if f.location == location]
+            assert hits, f"{rule.code} did not flag {location}; got {[(f.location, str(f.severity)) for f in findings]}"
+            assert max(f.severity for f in hits) >= least, f"{location}: {[str(f.severity) for f in hits]} below {least}"
+    else:
+        flagged = [(f.location, str(f.severity), f.message) for f in findings if f.severity >= Severity.WARNING]
+        assert not flagged, f"{rule.code} flagged a model it must not flag: {flagged}"
+
+
+def test_every_rule_has_examples_both_ways():
+    from initlint.engine import registry
+
+    for rule in registry():
+        assert rule.must_flag and rule.must_not_flag, f"{rule.code} needs must-flag and must-not-flag examples"
