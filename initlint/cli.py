@@ -24,11 +24,11 @@ def parse_input_shapes(values: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     for value in values:
         name, _, dims = value.rpartition("=")
-        try:
-            shape = tuple(int(d) for d in dims.replace("x", ",").split(",") if d.strip())
-        except ValueError:
-            raise click.BadParameter(f"{value!r} is not a shape like 2,3,64,64 or NAME=2,3,64,64", param_hint="--input-shape") from None
-        if not shape or any(d <= 0 for d in shape):
+        pieces = [d.strip() for d in dims.split(",")]
+        if not all(piece.isdigit() for piece in pieces):
+            raise click.BadParameter(f"{value!r} is not a shape like 2,3,64,64 or NAME=2,3,64,64", param_hint="--input-shape")
+        shape = tuple(int(piece) for piece in pieces)
+        if any(d <= 0 for d in shape):
             raise click.BadParameter(f"{value!r}: dimensions must be positive integers", param_hint="--input-shape")
         shapes[name.strip()] = shape
     return shapes
