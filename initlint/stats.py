@@ -30,6 +30,7 @@ class TensorStats:
     max: float
     nonfinite_count: int
     first_nonfinite: int | None  # flat index
+    nan_count: int
     zero_count: int
     rows: int  # output units (shape[0]); 1 for 0-d and 1-d tensors
     constant_rows: int  # rows whose elements are all equal
@@ -65,7 +66,7 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> Tenso
     row_len = count // rows if rows else 0
 
     s1 = s2 = 0.0
-    finite = nonfinite = zeros = 0
+    finite = nonfinite = nans = zeros = 0
     first_nonfinite = None
     lo, hi = math.inf, -math.inf
     constant_rows = zero_rows = 0
@@ -84,6 +85,7 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> Tenso
             if first_nonfinite is None:
                 first_nonfinite = seen + int(np.argmin(mask))
             nonfinite += n_bad
+            nans += int(np.isnan(flat).sum())
             values = flat[mask]
         else:
             values = flat
@@ -133,6 +135,7 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> Tenso
         max=hi,
         nonfinite_count=nonfinite,
         first_nonfinite=first_nonfinite,
+        nan_count=nans,
         zero_count=zeros,
         rows=rows,
         constant_rows=constant_rows,

@@ -30,6 +30,10 @@ class NonFiniteWeights(Rule):
     code), or re-export the checkpoint; `torch.isfinite(p).all()` on each parameter confirms
     the fix.
 
+    ## Known false positives
+    Attention masks are often constants holding -inf; in constants that no layer uses as a
+    parameter only NaN is reported.
+
     ## References
     - DESIGN.md §9 (DeepDiagnosis and AUTOTRAINER treat NaN weights as fatal)
     """
@@ -39,11 +43,15 @@ class NonFiniteWeights(Rule):
     severity = Severity.ERROR
 
     def check(self, graph):
+        parameters = {t.name for layer in graph.layers.values() for t in layer.params.values()}
         for name, tensor in graph.tensors.items():
             if not tensor.dtype.startswith(("float", "bfloat")):
                 continue
             stats = tensor.stats
-            if not stats.nonfinite_count:
+            # -inf is how attention masks are written; in a constant no layer uses as a
+            # parameter only NaN is a defect.
+            is_parameter = name in parameters or not graph.has_structure
+            if not (stats.nonfinite_count if is_parameter else stats.nan_count):
                 continue
             first = np.unravel_index(stats.first_nonfinite, tensor.shape) if tensor.shape else ()
             index = tuple(int(i) for i in first)
@@ -75,5 +83,22 @@ def finite_mlp():
     return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
 
 
+def causal_mask_with_minus_inf():
+    import torch
+    import torch.nn as nn
+
+    class Masked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(16, 16)
+            self.register_buffer("mask", torch.triu(torch.full((4, 4), float("-inf")), diagonal=1))
+
+        def forward(self, x):
+            scores = self.fc(x).reshape(-1, 4, 4) + self.mask
+            return torch.softmax(scores, dim=-1).reshape(-1, 16)
+
+    return Masked()
+
+
 NonFiniteWeights.must_flag = (Example(nan_in_hidden_layer, flagged=("2.weight",), severity="error"),)
-NonFiniteWeights.must_not_flag = (Example(finite_mlp),)
+NonFiniteWeights.must_not_flag = (Example(finite_mlp), Example(causal_mask_with_minus_inf))
