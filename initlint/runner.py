@@ -44,8 +44,24 @@ class TargetResult:
             "findings": [f.to_json() for f in self.findings],
             "probe": self.probe,
             "notes": self.notes,
+            "model": self.model_summary(),
             "elapsed_s": round(self.elapsed_s, 4),
         }
+
+    def model_summary(self) -> dict | None:
+        """What was read: size, depth and, for ONNX, the file's IR and opset versions."""
+        if self.graph is None:
+            return None
+        graph = self.graph
+        summary = {
+            "layers": len(graph.layers),
+            "weighted_layers": len(graph.weighted_layers()),
+            "parameters": sum(t.size for t in graph.tensors.values()),
+            "depth": graph.max_depth,
+            "has_structure": graph.has_structure,
+        }
+        summary.update({k: v for k, v in graph.metadata.items() if k in ("ir_version", "opsets", "producer")})
+        return summary
 
 
 def selected_rules(options: LintOptions) -> list[type[Rule]]:
