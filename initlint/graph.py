@@ -8,6 +8,7 @@ of the model as a lazily read :class:`Tensor` whose statistics are computed once
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -50,34 +51,63 @@ class Tensor:
     ``shape`` and ``dtype`` cost no IO.
     """
 
-    def __init__(self, name: str, shape: tuple[int, ...], dtype: str, reader: Callable[[], np.ndarray]):
+    def __init__(
+        self,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: str,
+        reader: Callable[[], np.ndarray],
+        convert: Callable[[np.ndarray], np.ndarray] | None = None,
+        release: Callable[[int, int], None] | None = None,
+    ):
         self.name = name
         self.shape = tuple(int(d) for d in shape)
         self.dtype = dtype
         self._reader = reader
+        # Applied to each chunk of the stored values (e.g. bfloat16 bits -> float32), so a
+        # large tensor is never converted whole.
+        self._convert = convert
+        # Called with a flat element range [start, stop) once the pass no longer needs it, so
+        # memory-mapped pages leave the resident set instead of piling up to the model's size.
+        self._release = release
 
     def __repr__(self) -> str:
         return f"Tensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
 
     @property
     def size(self) -> int:
-        return int(np.prod(self.shape)) if self.shape else 1
+        return math.prod(self.shape)  # exact: numpy's int64 product can wrap on hostile shapes
 
     @property
     def ndim(self) -> int:
         return len(self.shape)
 
     def values(self) -> np.ndarray:
-        """The values as an array of self.shape (a float32 copy only for fp16/bf16 sources)."""
-        return np.asarray(self._reader()).reshape(self.shape)
+        """The values as an array of self.shape (a float32 copy only for bfloat16 sources)."""
+        stored = np.asarray(self._reader())
+        return (self._convert(stored) if self._convert else stored).reshape(self.shape)
 
-    def chunks(self) -> Iterator[np.ndarray]:
-        """Whole rows at a time, converted to float64 chunk by chunk."""
-        flat = np.asarray(self._reader()).reshape(-1)
-        row_len = self.size // self.shape[0] if self.ndim >= 2 and self.shape[0] else max(self.size, 1)
-        step = max(row_len, (CHUNK_ELEMENTS // max(row_len, 1)) * row_len)
-        for start in range(0, flat.size, step):
-            yield flat[start : start + step].astype(np.float64)
+    def chunks(self, axis: int = 0) -> Iterator[np.ndarray]:
+        """Whole rows (slices along ``axis``) at a time, each converted to float64 on its own:
+        memory stays bounded by one chunk, never a float64 copy of the whole tensor."""
+        stored = np.asarray(self._reader())
+        if self.ndim < 2:
+            stored, row_len = stored.reshape(-1), 1  # one row: any split will do
+        else:
+            # Views: moving an axis or slicing rows of the stored bytes copies nothing.
+            stored = np.moveaxis(stored.reshape(self.shape), axis, 0)
+            row_len = self.size // stored.shape[0] if stored.shape[0] else 0
+        if not self.size:
+            return
+        step = max(1, CHUNK_ELEMENTS // max(row_len, 1))
+        for start in range(0, stored.shape[0], step):
+            part = stored[start : start + step]
+            part = self._convert(part) if self._convert else part
+            yield np.ascontiguousarray(part, dtype=np.float64).reshape(-1)
+            if self._release and axis == 0:
+                self._release(start * row_len, (start + part.shape[0]) * row_len)
+        if self._release and axis != 0:  # strided reads touched every page until the end
+            self._release(0, self.size)
 
     @functools.cached_property
     def stats(self) -> TensorStats:
@@ -90,8 +120,8 @@ class Tensor:
             return self.stats
         cache = self.__dict__.setdefault("_stats_along", {})
         if axis not in cache:
-            moved = np.moveaxis(self.values(), axis, 0)
-            cache[axis] = compute_stats(moved.shape, [np.ascontiguousarray(moved, dtype=np.float64)])
+            moved_shape = (self.shape[axis], *self.shape[:axis], *self.shape[axis + 1 :])
+            cache[axis] = compute_stats(moved_shape, self.chunks(axis))
         return cache[axis]
 
 

@@ -6,6 +6,7 @@ memory-mapped, only from files inside the model's own directory.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from onnx import TensorProto
 from .. import graph as g
 from ..errors import InitlintError
 from ..graph import Layer, ModelGraph, Tensor
+from .onnx_scan import MappedFile, ScanError, read_structure
 
 # ONNX element type -> (numpy dtype of the stored bytes, dtype after conversion).
 _RAW_DTYPES = {
@@ -103,75 +105,131 @@ DATA_INPUT_ONLY_FIRST = {"Reshape", "Expand", "Tile", "Slice", "Pad", "Resize", 
 SHAPE_SOURCES = {"Shape", "Size"}
 
 
+class _Source:
+    """Where one model's tensor bytes live: the model file (raw data viewed in place) and the
+    external-data files beside it, each memory-mapped once."""
+
+    def __init__(self, model_path: Path, file: MappedFile | None = None, raw_spans=None):
+        self.model_path = model_path
+        self.target = str(model_path)
+        self.file = file
+        self.raw_spans = raw_spans or []
+        self._external: dict[Path, MappedFile] = {}
+        self.skipped_types: set[str] = set()
+
+    def error(self, cause: str, hint: str | None = None) -> InitlintError:
+        return InitlintError(self.target, cause, hint)
+
+    def external(self, location: str) -> tuple[Path, MappedFile]:
+        path = _external_path(self.model_path, location)
+        if path not in self._external:
+            try:
+                self._external[path] = MappedFile.open(path)
+            except (OSError, ValueError) as exc:
+                raise self.error(f"external data file {location!r} cannot be read ({exc.strerror or exc})") from None
+        return path, self._external[path]
+
+
 def _external_path(model_path: Path, location: str) -> Path:
     """Resolve an external-data location, refusing anything outside the model's directory."""
-    base = model_path.parent.resolve()
-    if not location or os.path.isabs(location) or Path(location).is_absolute() or ".." in Path(location).parts:
-        raise InitlintError(str(model_path), f"external data location {location!r} is not a plain relative path inside the model's directory; refused")
-    resolved = (base / location).resolve()  # follows symlinks
+    target = str(model_path)
+    if not location or "\x00" in location or os.path.isabs(location) or Path(location).is_absolute() or ".." in Path(location).parts:
+        raise InitlintError(target, f"external data location {location!r} is not a plain relative path inside the model's directory; refused")
+    try:
+        base = model_path.parent.resolve()
+        resolved = (base / location).resolve()  # follows symlinks
+        is_file = resolved.is_file()
+    except (OSError, RuntimeError, ValueError) as exc:  # symlink loops, names too long
+        raise InitlintError(target, f"external data location {location!r} cannot be resolved ({exc})") from None
     if base != resolved and base not in resolved.parents:
-        raise InitlintError(str(model_path), f"external data location {location!r} resolves outside the model's directory; refused")
-    if not resolved.is_file():
-        raise InitlintError(str(model_path), f"external data file {location!r} is missing")
+        raise InitlintError(target, f"external data location {location!r} resolves outside the model's directory; refused")
+    if not is_file:
+        raise InitlintError(target, f"external data file {location!r} is missing or not a regular file")
     return resolved
 
 
-def _tensor_from_proto(proto: TensorProto, model_path: Path, name: str | None = None) -> Tensor:
+def _dtype_name(elem: int) -> str:
+    return TensorProto.DataType.Name(elem) if elem in TensorProto.DataType.values() else str(elem)
+
+
+def _bf16_to_float32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 is the top half of a float32."""
+    return (np.asarray(bits).astype(np.uint32) << 16).view(np.float32)
+
+
+def _tensor_from_proto(proto, source: _Source, name: str | None = None, raw_span: tuple[int, int] | None = None) -> Tensor | None:
+    """A lazy Tensor for ``proto``, its declared size checked against the bytes present first.
+
+    None for element types no rule reads (strings, complex, 4/8-bit floats): they are skipped.
+    """
+    if not isinstance(proto, TensorProto):
+        raise source.error(f"tensor {name!r} is not a tensor (malformed attribute)")
     name = name or proto.name
     shape = tuple(int(d) for d in proto.dims)
     if any(d < 0 for d in shape):
-        raise InitlintError(str(model_path), f"tensor {name!r} has a negative dimension {shape}")
+        raise source.error(f"tensor {name!r} has a negative dimension {shape}")
     elem = proto.data_type
     if elem not in _RAW_DTYPES:
-        raise InitlintError(str(model_path), f"tensor {name!r} has unsupported element type {TensorProto.DataType.Name(elem) if elem in TensorProto.DataType.values() else elem}")
+        source.skipped_types.add(_dtype_name(elem))
+        return None
     stored = np.dtype(_RAW_DTYPES[elem])
-    numel = int(np.prod(shape, dtype=np.float64)) if shape else 1
+    numel = math.prod(shape)  # exact integers: a hostile shape must not wrap around
     expected_bytes = numel * stored.itemsize
 
+    def too_few(have: str) -> InitlintError:
+        return source.error(f"tensor {name!r} declares {shape} = {numel:,} elements ({expected_bytes:,} bytes) but {have}")
+
+    release = None
     if proto.data_location == TensorProto.EXTERNAL:
         info = {entry.key: entry.value for entry in proto.external_data}
-        path = _external_path(model_path, info.get("location", ""))
+        path, mapped = source.external(info.get("location", ""))
         try:
-            offset = int(info.get("offset", 0))
-            length = int(info["length"]) if "length" in info else expected_bytes
+            offset = int(info.get("offset", 0) or 0)
+            length = int(info["length"]) if info.get("length") else expected_bytes
         except ValueError:
-            raise InitlintError(str(model_path), f"tensor {name!r}: malformed external data offset/length") from None
-        file_size = path.stat().st_size
-        if offset < 0 or length != expected_bytes or offset + length > file_size:
-            raise InitlintError(str(model_path), f"tensor {name!r} declares {numel:,} elements ({expected_bytes:,} bytes) but its external data holds {max(0, min(length, file_size - offset)):,} bytes")
+            raise source.error(f"tensor {name!r}: malformed external data offset/length") from None
+        if offset < 0 or length < 0 or length != expected_bytes or offset + length > mapped.size:
+            held = max(0, min(length, mapped.size - offset))
+            raise too_few(f"its external data ({info.get('location')!r} at offset {offset:,}) holds {held:,} bytes")
 
-        def read(path=path, offset=offset):
-            if numel == 0:
-                return np.zeros(shape, stored)
-            return np.memmap(path, dtype=stored, mode="r", offset=offset, shape=(numel,))
+        def read(mapped=mapped, offset=offset):
+            return mapped.view(offset, numel, stored)
+
+        def release(start, stop, mapped=mapped, offset=offset):
+            mapped.release(offset + start * stored.itemsize, (stop - start) * stored.itemsize)
+
+    elif raw_span is not None:
+        offset, length = raw_span
+        if length != expected_bytes:
+            raise too_few(f"holds {length:,} bytes")
+        mapped = source.file
+
+        def read(mapped=mapped, offset=offset):
+            return mapped.view(offset, numel, stored)
+
+        def release(start, stop, mapped=mapped, offset=offset):
+            mapped.release(offset + start * stored.itemsize, (stop - start) * stored.itemsize)
 
     elif proto.HasField("raw_data"):
         if len(proto.raw_data) != expected_bytes:
-            raise InitlintError(str(model_path), f"tensor {name!r} declares {numel:,} elements ({expected_bytes:,} bytes) but holds {len(proto.raw_data):,} bytes")
+            raise too_few(f"holds {len(proto.raw_data):,} bytes")
 
         def read(proto=proto):
             return np.frombuffer(proto.raw_data, dtype=stored)
 
     else:
         field = _typed_field(proto)
-        have = len(field) if field is not None else 0
-        if have != numel and not (numel > 0 and have == 0 and elem in FLOAT_TYPES and False):
-            if not (elem in (TensorProto.FLOAT16, TensorProto.BFLOAT16) and have == numel):
-                raise InitlintError(str(model_path), f"tensor {name!r} declares {numel:,} elements but holds {have:,}")
+        if len(field) != numel:
+            raise too_few(f"holds {len(field):,} values")
 
-        def read(proto=proto, field=field):
-            if elem in (TensorProto.FLOAT16, TensorProto.BFLOAT16):
-                return np.asarray(field, dtype=np.int32).astype(np.uint16).view(stored)
+        def read(field=field):
+            if elem in (TensorProto.FLOAT16, TensorProto.BFLOAT16):  # stored as int32 bit patterns
+                return np.asarray(field, dtype=np.int64).astype(np.uint16).view(stored)
             return np.asarray(field, dtype=stored)
 
-    if elem == TensorProto.BFLOAT16:
-        inner = read
-
-        def read(inner=inner):  # bfloat16 is the top half of a float32
-            return (np.asarray(inner()).astype(np.uint32) << 16).view(np.float32)
-
+    convert = _bf16_to_float32 if elem == TensorProto.BFLOAT16 else None
     dtype_name = "bfloat16" if elem == TensorProto.BFLOAT16 else stored.name
-    return Tensor(name, shape, dtype_name, read)
+    return Tensor(name, shape, dtype_name, read, convert=convert, release=release)
 
 
 def _typed_field(proto: TensorProto):
@@ -222,31 +280,53 @@ def _attrs(node: onnx.NodeProto) -> dict:
 def _alias(tensor: Tensor, name: str, shape=None, transform=None) -> Tensor:
     """The same values under the name the graph gives them (e.g. an Identity's output)."""
     reader = tensor._reader
-    if transform is not None:
-        return Tensor(name, shape if shape is not None else tensor.shape, tensor.dtype, lambda: transform(np.asarray(reader()).reshape(tensor.shape)))
-    return Tensor(name, shape if shape is not None else tensor.shape, tensor.dtype, reader)
+    shape = shape if shape is not None else tensor.shape
+    if transform is not None:  # element order changes: the source's byte ranges no longer apply
+        return Tensor(name, shape, tensor.dtype, lambda: transform(np.asarray(reader()).reshape(tensor.shape)), convert=tensor._convert)
+    return Tensor(name, shape, tensor.dtype, reader, convert=tensor._convert, release=tensor._release)
 
 
 def load_onnx(path: str | os.PathLike) -> ModelGraph:
     model_path = Path(path)
     target = str(path)
-    if not model_path.exists():
-        raise InitlintError(target, "no such file")
-    if not model_path.is_file():
-        raise InitlintError(target, "not a regular file")
-    if model_path.stat().st_size == 0:
-        raise InitlintError(target, "empty file, not an ONNX model")
     try:
-        model = onnx.load(str(model_path), load_external_data=False)
+        if not model_path.exists():
+            raise InitlintError(target, "no such file")
+        if not model_path.is_file():
+            raise InitlintError(target, "not a regular file")
+        if model_path.stat().st_size == 0:
+            raise InitlintError(target, "empty file, not an ONNX model")
+    except OSError as exc:
+        raise InitlintError(target, f"cannot be read ({exc.strerror or exc})") from None
+    file, raw_spans = None, None
+    try:
+        # Structure only: the weights' bytes stay in the file, viewed in place.
+        structure = read_structure(model_path)
+        model, file, raw_spans = structure.model, structure.file, structure.raw_spans
+    except ScanError:
+        model = None  # not plain wire format this reader walks: let onnx.load judge the file
+    except OSError as exc:
+        raise InitlintError(target, f"cannot be read ({exc.strerror or exc})") from None
     except Exception as exc:
-        raise InitlintError(target, f"not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'parse error'})") from None
+        raise InitlintError(target, f"not a readable ONNX model ({_first_line(exc)})") from None
+    if model is None:
+        try:
+            model = onnx.load(str(model_path), load_external_data=False)
+        except Exception as exc:
+            raise InitlintError(target, f"not a readable ONNX model ({_first_line(exc)})") from None
     if not model.HasField("graph") or (len(model.graph.node) == 0 and len(model.graph.initializer) == 0):
         raise InitlintError(target, "not an ONNX model: the file parses but holds no graph (truncated or not ONNX?)")
-    return build_graph(model, model_path)
+    return build_graph(model, model_path, _Source(model_path, file, raw_spans))
 
 
-def build_graph(model: onnx.ModelProto, model_path: Path) -> ModelGraph:
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else 'parse error'}"
+
+
+def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None = None) -> ModelGraph:
     target = str(model_path)
+    source = source or _Source(Path(model_path))
     onnx_graph = model.graph
     graph = ModelGraph(target=target, format="onnx")
     graph.metadata = {
@@ -255,8 +335,11 @@ def build_graph(model: onnx.ModelProto, model_path: Path) -> ModelGraph:
         "producer": f"{model.producer_name} {model.producer_version}".strip(),
     }
     consts = _Consts()
-    for init in onnx_graph.initializer:
-        tensor = _tensor_from_proto(init, model_path)
+    for index, init in enumerate(onnx_graph.initializer):
+        span = source.raw_spans[index] if index < len(source.raw_spans) else None
+        tensor = _tensor_from_proto(init, source, raw_span=span)
+        if tensor is None:
+            continue
         consts.add(init.name, tensor, init.data_type in FLOAT_TYPES)
         graph.tensors[init.name] = tensor
     initializer_names = set(consts.values)
@@ -281,7 +364,7 @@ def build_graph(model: onnx.ModelProto, model_path: Path) -> ModelGraph:
 
         # Constants and aliases of constants are values, not layers.
         if op == "Constant":
-            tensor = _constant_node_tensor(node, attrs, model_path)
+            tensor = _constant_node_tensor(node, attrs, source)
             if tensor is not None and outputs:
                 consts.add(outputs[0], tensor, tensor.dtype in ("float32", "float64", "float16", "bfloat16"))
                 continue
@@ -293,7 +376,7 @@ def build_graph(model: onnx.ModelProto, model_path: Path) -> ModelGraph:
                     graph.tensors.setdefault(aliased.name, aliased)
                 continue
         if op == "ConstantOfShape" and inputs and consts.get(inputs[0]) is not None and outputs:
-            filled = _constant_of_shape(node, attrs, consts.get(inputs[0]), outputs[0], model_path)
+            filled = _constant_of_shape(node, attrs, consts.get(inputs[0]), outputs[0], source)
             if filled is not None:
                 consts.add(outputs[0], filled, filled.dtype.startswith(("float", "bfloat")))
                 graph.tensors.setdefault(outputs[0], filled)
@@ -305,11 +388,11 @@ def build_graph(model: onnx.ModelProto, model_path: Path) -> ModelGraph:
             continue
 
         name = node.name or f"{op}_{index}"
-        while name in used_names:
+        while name in used_names or name.startswith("output:"):
             name = f"{name}_{index}"
         used_names.add(name)
         layer = Layer(name=name, kind=g.OTHER, op=op, attrs={})
-        _classify(layer, node, attrs, inputs, consts, graph, model_path)
+        _classify(layer, node, attrs, inputs, consts, graph)
 
         data_positions = range(len(inputs)) if op not in DATA_INPUT_ONLY_FIRST else range(min(1, len(inputs)))
         for position in data_positions:
@@ -325,11 +408,13 @@ def build_graph(model: onnx.ModelProto, model_path: Path) -> ModelGraph:
             producer[value] = name
 
     for out in onnx_graph.output:
-        if out.name in producer:
+        if out.name in producer and f"output:{out.name}" not in graph.layers:
             graph.add(Layer(name=f"output:{out.name}", kind=g.OUTPUT, op="output", inputs=[producer[out.name]]))
     _attach_bias_adds(graph)
     if any(node.op_type in ("If", "Loop", "Scan") for node in onnx_graph.node):
         graph.notes.append("control-flow subgraphs (If/Loop/Scan) are not inspected")
+    if source.skipped_types:
+        graph.notes.append(f"tensors of element types {', '.join(sorted(source.skipped_types))} are not inspected")
     return graph
 
 
@@ -341,18 +426,18 @@ def _cast_is_float(attrs: dict) -> bool:
     return attrs.get("to") in FLOAT_TYPES
 
 
-def _constant_node_tensor(node, attrs: dict, model_path: Path) -> Tensor | None:
+def _constant_node_tensor(node, attrs: dict, source: _Source) -> Tensor | None:
     out = node.output[0]
     if "value" in attrs:
-        proto = attrs["value"]
-        return _tensor_from_proto(proto, model_path, name=out)
-    for key, dtype in (("value_float", np.float32), ("value_int", np.int64)):
+        return _tensor_from_proto(attrs["value"], source, name=out)
+    for key, dtype, shaped in (("value_float", np.float32, False), ("value_int", np.int64, False), ("value_floats", np.float32, True), ("value_ints", np.int64, True)):
         if key in attrs:
-            value = np.asarray(attrs[key], dtype=dtype)
-            return Tensor(out, (), dtype.__name__, lambda value=value: value)
-    for key, dtype in (("value_floats", np.float32), ("value_ints", np.int64)):
-        if key in attrs:
-            value = np.asarray(attrs[key], dtype=dtype)
+            try:  # an attribute of the wrong type is just not a constant we can use
+                value = np.asarray(attrs[key], dtype=dtype)
+            except (TypeError, ValueError, OverflowError):
+                return None
+            if value.ndim != int(shaped):
+                return None
             return Tensor(out, value.shape, dtype.__name__, lambda value=value: value)
     return None
 
@@ -367,20 +452,20 @@ def _alias_constant(op: str, attrs: dict, consts: _Consts, inputs: list[str], ou
         return _alias(source, source.name)
     if op == "Transpose":
         perm = attrs.get("perm") or list(reversed(range(source.ndim)))
-        if len(perm) != source.ndim:
+        if not isinstance(perm, (list, tuple)) or sorted(perm) != list(range(source.ndim)):
             return None
         shape = tuple(source.shape[p] for p in perm)
         return _alias(source, source.name, shape, lambda a, perm=perm: np.transpose(a, perm))
     if op == "Reshape" and len(inputs) > 1 and consts.get(inputs[1]) is not None:
         spec = consts.get(inputs[1])
-        if spec.size > 16:
+        if spec.size > 16 or not spec.dtype.startswith("int"):
             return None
         target = [int(d) for d in np.asarray(spec.values()).reshape(-1)]
         target = [source.shape[i] if d == 0 and i < source.ndim else d for i, d in enumerate(target)]
         if target.count(-1) == 1:
-            known = int(np.prod([d for d in target if d != -1])) or 1
+            known = math.prod(d for d in target if d != -1) or 1
             target[target.index(-1)] = source.size // known
-        if any(d < 0 for d in target) or int(np.prod(target)) != source.size:
+        if any(d < 0 for d in target) or math.prod(target) != source.size:
             return None
         return _alias(source, source.name, tuple(target))
     if op == "Flatten" and source.ndim:
@@ -388,14 +473,21 @@ def _alias_constant(op: str, attrs: dict, consts: _Consts, inputs: list[str], ou
     return None
 
 
-def _constant_of_shape(node, attrs: dict, shape_tensor: Tensor, out: str, model_path: Path) -> Tensor | None:
-    if shape_tensor.size > 16:
+# A ConstantOfShape is not backed by bytes in the file; bound what one may ask for so that a
+# hostile shape cannot make the statistics pass run for minutes (1 GiB of float32).
+MAX_CONSTANT_OF_SHAPE = 1 << 28
+
+
+def _constant_of_shape(node, attrs: dict, shape_tensor: Tensor, out: str, source: _Source) -> Tensor | None:
+    if shape_tensor.size > 16 or not shape_tensor.dtype.startswith("int"):
         return None
     shape = tuple(int(d) for d in np.asarray(shape_tensor.values()).reshape(-1))
-    if any(d < 0 for d in shape) or np.prod(shape, dtype=np.float64) > 2**34:
-        raise InitlintError(str(model_path), f"ConstantOfShape {node.name or out!r} asks for an invalid or huge shape {shape}")
+    if any(d < 0 for d in shape) or math.prod(shape) > MAX_CONSTANT_OF_SHAPE:
+        raise source.error(f"ConstantOfShape {node.name or out!r} asks for an invalid or huge shape {shape}")
     if "value" in attrs:
-        fill = _tensor_from_proto(attrs["value"], model_path, name=out)
+        fill = _tensor_from_proto(attrs["value"], source, name=out)
+        if fill is None:
+            return None
         value = np.asarray(fill.values()).reshape(-1)[:1]
         dtype = fill.dtype if fill.dtype != "bfloat16" else "float32"
         fill_value = value[0] if value.size else 0
@@ -405,7 +497,18 @@ def _constant_of_shape(node, attrs: dict, shape_tensor: Tensor, out: str, model_
     return Tensor(out, shape, dtype, lambda: np.broadcast_to(np.asarray(fill_value, dtype=np_dtype), shape))
 
 
-def _classify(layer: Layer, node, attrs: dict, inputs: list[str], consts: _Consts, graph: ModelGraph, model_path: Path) -> None:
+def _int_attr(attrs: dict, key: str, default: int) -> int:
+    """An integer attribute, or ``default`` when it is missing or of another type."""
+    value = attrs.get(key, default)
+    return int(value) if isinstance(value, (int, np.integer)) and not isinstance(value, bool) else default
+
+
+def _float_attr(attrs: dict, key: str, default: float) -> float:
+    value = attrs.get(key, default)
+    return float(value) if isinstance(value, (int, float, np.number)) and not isinstance(value, bool) else default
+
+
+def _classify(layer: Layer, node, attrs: dict, inputs: list[str], consts: _Consts, graph: ModelGraph) -> None:
     op = node.op_type
     layer.attrs.update({k: v for k, v in attrs.items() if isinstance(v, (int, float, str, list, tuple))})
 
@@ -417,11 +520,11 @@ def _classify(layer: Layer, node, attrs: dict, inputs: list[str], consts: _Const
         if b is not None and b.ndim == 2:
             layer.kind = g.LINEAR
             layer.params["weight"] = b
-            if attrs.get("transB", 0):
+            if _int_attr(attrs, "transB", 0):
                 layer.fan_in, layer.fan_out = b.shape[1], b.shape[0]
             else:
                 layer.fan_in, layer.fan_out, layer.unit_axis = b.shape[0], b.shape[1], 1
-            layer.attrs["alpha"] = float(attrs.get("alpha", 1.0))
+            layer.attrs["alpha"] = _float_attr(attrs, "alpha", 1.0)
             c = weight_at(2)
             if c is not None:
                 layer.params["bias"] = c
@@ -439,10 +542,10 @@ def _classify(layer: Layer, node, attrs: dict, inputs: list[str], consts: _Const
             layer.kind = g.MATMUL
     elif op in ("Conv", "ConvTranspose"):
         w = weight_at(1)
-        groups = int(attrs.get("group", 1)) or 1
+        groups = max(_int_attr(attrs, "group", 1), 1)
         layer.attrs["groups"] = groups
         if w is not None and w.ndim >= 3:
-            receptive = int(np.prod(w.shape[2:]))
+            receptive = math.prod(w.shape[2:])
             layer.params["weight"] = w
             if op == "Conv":
                 layer.kind = g.CONV
@@ -457,17 +560,17 @@ def _classify(layer: Layer, node, attrs: dict, inputs: list[str], consts: _Const
                 layer.params["bias"] = b
         else:
             layer.kind = g.OTHER
-    elif op == "Gather" and weight_at(0) is not None and weight_at(0).ndim == 2 and consts.get(inputs[1]) is None:
+    elif op == "Gather" and weight_at(0) is not None and weight_at(0).ndim == 2 and len(inputs) > 1 and consts.get(inputs[1]) is None:
         w = weight_at(0)
         layer.kind, layer.params["weight"] = g.EMBEDDING, w
         # A one-hot row selection: fan_in * Var(W) is the output variance.
         layer.fan_in, layer.fan_out = 1, w.shape[1]
     elif op in ("LSTM", "GRU", "RNN"):
         w, r = weight_at(1), weight_at(2)
-        if w is not None:
+        if w is not None and w.ndim >= 2:
             layer.kind = g.RNN
             layer.params["weight"] = w
-            hidden = int(attrs.get("hidden_size", w.shape[-2]))
+            hidden = _int_attr(attrs, "hidden_size", w.shape[-2])
             layer.fan_in, layer.fan_out = w.shape[-1], hidden
             if r is not None:
                 layer.params["recurrent_weight"] = r
@@ -489,7 +592,7 @@ def _classify(layer: Layer, node, attrs: dict, inputs: list[str], consts: _Const
         layer.kind = g.ACTIVATION
         layer.attrs["activation"] = ACTIVATIONS[op]
         if op == "LeakyRelu":
-            layer.attrs["alpha"] = float(attrs.get("alpha", 0.01))
+            layer.attrs["alpha"] = _float_attr(attrs, "alpha", 0.01)
         if op == "PRelu" and weight_at(1) is not None:
             layer.params["weight"] = weight_at(1)
     elif op == "Clip":
