@@ -461,11 +461,11 @@ def graph_from_module(module, target: str, example_input=None, options=None) -> 
     else:
         try:
             with _quiet_torch_logs():
-                program = torch.export.export(module, args, kwargs, strict=False)
+                program = torch.export.export(_tensor_outputs(torch, module), args, kwargs, strict=False)
         except Exception as exc:
             export_failure = f"torch.export with the example input {where} failed too ({type(exc).__name__}: {_short(exc)[:160]})"
         else:
-            exported = graph_from_exported(program, target, "torch")
+            exported = graph_from_exported(program, target, "torch", strip_prefix=_WRAPPED + ".", canonical=_canonical_names(module))
             exported.notes.insert(0, f"{fx_failure}; the graph comes from torch.export with the example input {where}")
             return exported
     graph.notes.append(
@@ -474,6 +474,42 @@ def graph_from_module(module, target: str, example_input=None, options=None) -> 
     )
     _graph_from_module_order(torch, module, graph)
     return graph
+
+
+_WRAPPED = "wrapped"
+
+
+def _canonical_names(module) -> dict[str, str]:
+    """Every name of a shared (tied) parameter -> the one name named_parameters() reports."""
+    first: dict[int, str] = {}
+    names: dict[str, str] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names[name] = first.setdefault(id(param), name)
+    return names
+
+
+def _tensor_outputs(torch, module):
+    """``module`` returning only the tensors of its output: torch.export cannot return objects
+    such as transformers' DynamicCache, and the lint needs only the computation."""
+
+    class TensorOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            setattr(self, _WRAPPED, module)
+
+        def forward(self, *args, **kwargs):
+            return [t for _, t in _flatten_tensors(torch, _plain(getattr(self, _WRAPPED)(*args, **kwargs)), "")]
+
+    return TensorOutputs()
+
+
+def _plain(output):
+    """Mappings (transformers' ModelOutput), tuples and lists as plain containers; other objects dropped."""
+    if isinstance(output, dict):
+        return {k: _plain(v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)):
+        return [_plain(v) for v in output]
+    return output if hasattr(output, "shape") and hasattr(output, "dtype") else None
 
 
 def _example_arguments(torch, module, example_input, options):
@@ -486,6 +522,9 @@ def _example_arguments(torch, module, example_input, options):
         return (example_input,), {}, "from the spec"
     shapes = dict(getattr(options, "input_shapes", None) or {})
     if not shapes:
+        dummy = getattr(module, "dummy_inputs", None)  # transformers models describe their own inputs
+        if isinstance(dummy, dict) and dummy and all(isinstance(v, torch.Tensor) for v in dummy.values()):
+            return (), dict(dummy), "model.dummy_inputs"
         return None, None, ""
     dtype_name = getattr(options, "input_dtype", None) or "float32"
     dtype = getattr(torch, dtype_name, None)
@@ -503,8 +542,9 @@ def _example_arguments(torch, module, example_input, options):
     return (), {name: make(shape) for name, shape in shapes.items()}, f"{described} {dtype_name} from --input-shape"
 
 
-def graph_from_exported(program, target: str, fmt: str) -> ModelGraph:
-    """The ModelGraph of a torch.export ExportedProgram, named by the user's parameter FQNs."""
+def graph_from_exported(program, target: str, fmt: str, strip_prefix: str = "", canonical: dict[str, str] | None = None) -> ModelGraph:
+    """The ModelGraph of a torch.export ExportedProgram, named by the user's parameter FQNs
+    (``strip_prefix``: the attribute under which a wrapper held the user's module)."""
     torch = require_torch(target)
     graph = ModelGraph(target=target, format=fmt)
     signature = program.graph_signature
@@ -520,11 +560,14 @@ def graph_from_exported(program, target: str, fmt: str) -> ModelGraph:
             value = values.get(fqn)
             if not isinstance(value, torch.Tensor):
                 continue
+            if strip_prefix and fqn.startswith(strip_prefix):
+                fqn = fqn[len(strip_prefix):]
+            fqn = (canonical or {}).get(fqn, fqn)  # a tied weight: the name named_parameters() gives it
             tensor = tensor_of(fqn, value)
             if is_param:
                 tensor = graph.tensors.setdefault(fqn, tensor)
             lifted[placeholder] = tensor
-    _graph_from_fx(torch, None, program.graph_module, graph, lifted=lifted)
+    _graph_from_fx(torch, None, program.graph_module, graph, lifted=lifted, strip_prefix=strip_prefix)
     return graph
 
 
@@ -550,7 +593,17 @@ def _share_tensors(graph: ModelGraph, layer: Layer) -> None:
         layer.params[role] = graph.tensors.get(tensor.name, tensor)
 
 
-def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Tensor] | None = None) -> None:
+def _module_path(node, strip_prefix: str = "") -> str | None:
+    stack = node.meta.get("nn_module_stack") if hasattr(node, "meta") else None
+    if not stack:
+        return None
+    path = list(stack.values())[-1][0]
+    if not isinstance(path, str) or not path or "[" in path:  # strict-mode paths look like L['self'].fc
+        return None
+    return path[len(strip_prefix):] if strip_prefix and path.startswith(strip_prefix) else path
+
+
+def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Tensor] | None = None, strip_prefix: str = "") -> None:
     """``lifted``: for a torch.export graph, the placeholders that are parameters, buffers or
     constants (by placeholder name); layers are then named after their weight's module."""
     modules = dict(root.named_modules()) if root is not None else {}
@@ -603,8 +656,9 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
             layer = Layer(name=node.name, kind=g.OTHER, op=fname)
             _classify_function(layer, fname, node, inputs, consts)
             owner = layer.params.get("weight") or layer.params.get("bias")
-            if aten and owner is not None and "." in owner.name:
-                layer.name = owner.name.rsplit(".", 1)[0]  # fc2.weight -> fc2, as the module is named
+            if aten and owner is not None:
+                # Named as the module is (fc2), from export's module stack or else the weight's name.
+                layer.name = _module_path(node, strip_prefix) or (owner.name.rsplit(".", 1)[0] if "." in owner.name else node.name)
                 if layer.name in used or layer.name in graph.layers:
                     layer.name = f"{layer.name}#{node.name}"  # a module called twice (shared weights)
         layer.source = _source_of(node)
@@ -690,8 +744,9 @@ def _classify_function(layer: Layer, fname: str, node, inputs, consts) -> None:
         layer.kind = g.POOL
     elif fname in _FUNCTION_PASSTHROUGH:
         layer.kind = g.PASSTHROUGH
-    elif fname in ("embedding",) and len(inputs) >= 2 and inputs[1].name in consts:
-        weight = consts[inputs[1].name]
+    elif fname in ("embedding",) and len(inputs) >= 2 and (inputs[1].name in consts or inputs[0].name in consts):
+        # F.embedding(ids, weight); aten.embedding(weight, ids)
+        weight = consts[inputs[1].name] if inputs[1].name in consts else consts[inputs[0].name]
         layer.kind, layer.params["weight"], layer.fan_in, layer.fan_out = g.EMBEDDING, weight, 1, weight.shape[-1]
     else:
         layer.kind = g.OTHER
