@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import inspect
 import operator
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import numpy as np
 from .. import graph as g
 from ..errors import InitlintError, require_torch
 from ..graph import Layer, ModelGraph, Tensor
+from .archive import check_zip, is_zip, strip_root
 
 
 def load_spec(spec: str, options) -> ModelGraph:
@@ -65,23 +67,190 @@ def load_spec(spec: str, options) -> ModelGraph:
         raise InitlintError(spec, f"{attr}() returned {type(model).__name__}, not a torch.nn.Module")
     if example_input is None:
         example_input = getattr(model, "example_input", None)
-    graph = graph_from_module(model, spec)
+    graph = graph_from_module(model, spec, example_input=example_input, options=options)
     graph.metadata["example_input"] = example_input
     return graph
 
 
+PICKLE_HINT = (
+    "pass --trust-pickle only if you trust where the file came from: unpickling runs arbitrary code from it; "
+    "or save a state dict / .safetensors / torch.export .pt2 instead"
+)
+
+
 def load_pt2(target: str, options) -> ModelGraph:
-    require_torch(target)
-    raise InitlintError(target, "torch.export archives (.pt2) are not supported yet")
+    """A torch.export archive: zip-checked, refused where loading would unpickle, then its ATen graph."""
+    torch = require_torch(target)
+    _require_file(target)
+    names = check_zip(target)
+    if not getattr(options, "trust_pickle", False):
+        _refuse_pt2_code(torch, target, names)
+    try:
+        with _quiet_torch_logs():
+            program = torch.export.load(target)
+    except Exception as exc:
+        raise InitlintError(target, f"not a loadable torch.export archive ({type(exc).__name__}: {_short(exc)})") from None
+    return graph_from_exported(program, target, "pt2")
 
 
 def load_torch_file(target: str, options) -> ModelGraph:
-    require_torch(target)
-    raise InitlintError(target, "TorchScript and state-dict files are not supported yet")
+    """``.pt/.pth/...``: a TorchScript archive, or torch.save output (a state dict unless --trust-pickle)."""
+    torch = require_torch(target)
+    _require_file(target)
+    if is_zip(target):
+        names = strip_root(check_zip(target))
+        if any(n.startswith("code/") for n in names) or "constants.pkl" in names:
+            return _load_torchscript(torch, target)
+    return _load_torch_save(torch, target, options)
 
 
 def load_safetensors(target: str) -> ModelGraph:
-    raise InitlintError(target, ".safetensors files are not supported yet")
+    _require_file(target)
+    from .safetensors_reader import load_safetensors as read
+
+    return read(target)
+
+
+def _require_file(target: str) -> None:
+    if not os.path.isfile(target):
+        raise InitlintError(target, "no such file")
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+class _quiet_torch_logs:
+    """torch.export.load logs warnings through `logging`; initlint reports errors itself."""
+
+    def __enter__(self):
+        import logging
+
+        self._logger = logging.getLogger("torch")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc):
+        self._logger.setLevel(self._level)
+
+
+def _refuse_pt2_code(torch, target: str, names: list[str]) -> None:
+    """torch.export.load unpickles with weights_only=False in places (pickled tensor subclasses,
+    opaque constants, the sample-inputs fallback, the pre-2.8 layout) and can load compiled
+    AOTInductor libraries. Refuse every such archive unless --trust-pickle."""
+    import io
+    import json
+    import zipfile
+
+    members = dict(zip(strip_root(names), names))
+    if "archive_version" not in members:
+        raise InitlintError(target, "refused: an old-layout .pt2 archive can only be read by unpickling it", PICKLE_HINT)
+    risky = [n for n in members if n.startswith("data/aotinductor/") or n.endswith((".so", ".dll", ".dylib"))]
+    if risky:
+        raise InitlintError(target, f"refused: the archive contains compiled code ({risky[0]}) that loading would run", PICKLE_HINT)
+    with zipfile.ZipFile(target) as archive:
+        for name, full in members.items():
+            if name.startswith(("data/weights/", "data/constants/")) and name.endswith("_config.json"):
+                try:
+                    config = json.loads(archive.read(full)).get("config", {})
+                except (ValueError, AttributeError) as exc:
+                    raise InitlintError(target, f"corrupt .pt2 archive: {name} is not valid JSON ({exc})") from None
+                for fqn, meta in config.items() if isinstance(config, dict) else ():
+                    path = str(meta.get("path_name", "")) if isinstance(meta, dict) else ""
+                    if not isinstance(meta, dict) or meta.get("use_pickle") or not path.startswith(("weight_", "tensor_")):
+                        raise InitlintError(target, f"refused: {fqn!r} is stored as a pickled object, and loading it would unpickle", PICKLE_HINT)
+            elif name.endswith(".pt"):  # sample inputs, old-layout weights: torch.load tries weights_only=True first
+                try:
+                    torch.load(io.BytesIO(archive.read(full)), weights_only=True, map_location="cpu")
+                except Exception:
+                    raise InitlintError(target, f"refused: archive member {name} needs full unpickling", PICKLE_HINT) from None
+
+
+def _load_torchscript(torch, target: str) -> ModelGraph:
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+            module = torch.jit.load(target, map_location="cpu")
+    except Exception as exc:
+        raise InitlintError(target, f"not a loadable TorchScript archive ({type(exc).__name__}: {_short(exc)})") from None
+    graph = ModelGraph(target=target, format="torchscript")
+    for name, param in module.named_parameters():
+        graph.tensors[name] = tensor_of(name, param)
+    _graph_from_module_order(torch, module, graph)
+    graph.notes.append(
+        "TorchScript: the graph follows the order in which submodules were registered, so residual connections "
+        "and functional activations are not seen; a module:callable spec or a .pt2 gives the real structure"
+    )
+    return graph
+
+
+def _load_torch_save(torch, target: str, options) -> ModelGraph:
+    import pickle
+
+    trusted = getattr(options, "trust_pickle", False)
+    try:
+        obj = torch.load(target, map_location="cpu", weights_only=not trusted)
+    except pickle.UnpicklingError as exc:
+        if "weights only" in str(exc).lower() or "weights_only" in str(exc):
+            found = _unsupported_global(str(exc))
+            raise InitlintError(
+                target,
+                f"refused: the file is a pickle of Python objects{found}, not only tensors; initlint does not unpickle by default",
+                PICKLE_HINT,
+            ) from None
+        raise InitlintError(target, f"not a readable PyTorch file ({_short(exc)})") from None
+    except Exception as exc:
+        raise InitlintError(target, f"not a readable PyTorch file ({type(exc).__name__}: {_short(exc)})") from None
+    if isinstance(obj, torch.jit.ScriptModule):
+        return _load_torchscript(torch, target)
+    if isinstance(obj, torch.nn.Module):
+        graph = graph_from_module(obj, target, example_input=getattr(obj, "example_input", None), options=options)
+        graph.notes.append("unpickled with --trust-pickle")
+        return graph
+    return _graph_from_state_dict(torch, target, obj)
+
+
+def _unsupported_global(message: str) -> str:
+    import re
+
+    match = re.search(r"Unsupported global: GLOBAL ([\w.]+)", message)
+    return f" (it references {match.group(1)})" if match else ""
+
+
+# Keys under which training scripts commonly nest the model's weights in a checkpoint.
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "ema")
+
+
+def _graph_from_state_dict(torch, target: str, obj) -> ModelGraph:
+    graph = ModelGraph(target=target, format="state_dict", has_structure=False)
+    if isinstance(obj, dict):
+        nested = [k for k in _CHECKPOINT_KEYS if isinstance(obj.get(k), dict) and _has_tensors(torch, obj[k])]
+        if nested:
+            graph.notes.append(f"checkpoint: reading the weights under {nested[0]!r}")
+            obj = obj[nested[0]]
+    for name, value in _flatten_tensors(torch, obj, ""):
+        graph.tensors[name] = tensor_of(name, value)
+    if not graph.tensors:
+        raise InitlintError(target, f"holds no tensors (a {type(obj).__name__})", "initlint reads a state dict: a mapping of parameter names to tensors")
+    graph.notes.append("a state dict holds weights only: the structure rules need the model (a module:callable spec, .pt2 or ONNX)")
+    return graph
+
+
+def _has_tensors(torch, mapping: dict) -> bool:
+    return any(isinstance(v, torch.Tensor) for v in mapping.values())
+
+
+def _flatten_tensors(torch, obj, prefix: str):
+    if isinstance(obj, torch.Tensor):
+        yield prefix or "tensor", obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _flatten_tensors(torch, value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for index, value in enumerate(obj):
+            yield from _flatten_tensors(torch, value, f"{prefix}.{index}" if prefix else str(index))
 
 
 # --- nn.Module -> ModelGraph ----------------------------------------------------------------
@@ -163,7 +332,16 @@ _FUNCTION_PASSTHROUGH = {
 }
 _FUNCTION_POOLS = {"max_pool1d", "max_pool2d", "max_pool3d", "avg_pool1d", "avg_pool2d", "avg_pool3d", "adaptive_avg_pool1d", "adaptive_avg_pool2d", "adaptive_max_pool2d", "mean", "amax", "sum"}
 _FUNCTION_NORMS = {"layer_norm", "batch_norm", "group_norm", "instance_norm", "rms_norm", "normalize"}
-_SHAPE_FUNCTIONS = {"size", "dim", "numel", "shape", "getattr"}
+_SHAPE_FUNCTIONS = {"size", "dim", "numel", "shape", "getattr", "sym_size", "sym_numel", "sym_stride"}
+# ATen spellings (torch.export graphs) of ops the tables above already cover.
+_FUNCTION_PASSTHROUGH |= {
+    "to_copy", "unsafe_view", "slice", "alias", "native_dropout", "split_with_sizes", "expand_as", "view_as",
+    "reshape_as", "flatten_using_ints", "assert_tensor_metadata", "upsample_nearest2d", "upsample_bilinear2d",
+    "constant_pad_nd", "lift_fresh_copy",
+}
+_FUNCTION_NORMS |= {"native_layer_norm", "native_batch_norm_legit_functional", "native_batch_norm_legit_no_training", "native_group_norm"}
+_FUNCTION_POOLS |= {"adaptive_avg_pool3d", "max_pool2d_with_indices", "adaptive_max_pool1d", "avg_pool"}
+_FUNCTION_CONVS = {"conv1d": False, "conv2d": False, "conv3d": False, "conv_transpose1d": True, "conv_transpose2d": True, "conv_transpose3d": True}
 
 
 def _fans(weight_shape: tuple[int, ...], groups: int = 1) -> tuple[int, int]:
@@ -177,30 +355,30 @@ def classify_module(torch, layer: Layer, module, prefix: str) -> None:
     activations, norms, pools, passthrough = _module_classes(torch)
     params = {n: tensor_of(f"{prefix}.{n}" if prefix else n, p) for n, p in module.named_parameters(recurse=True)}
     layer.params.update(params)
-    cls_name = type(module).__name__
-    if isinstance(module, nn.Linear):
+    cls, cls_name = _module_class(torch, module)
+    if issubclass(cls, nn.Linear):
         layer.kind, layer.fan_in, layer.fan_out = g.LINEAR, module.in_features, module.out_features
-    elif isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
+    elif issubclass(cls, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         layer.kind = g.CONV
         layer.attrs["groups"] = module.groups
         layer.fan_in, layer.fan_out = _fans(tuple(module.weight.shape), module.groups)
-    elif isinstance(module, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+    elif issubclass(cls, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
         layer.kind, layer.unit_axis = g.CONV_TRANSPOSE, 1
         layer.attrs["groups"] = module.groups
         shape = tuple(module.weight.shape)
         receptive = int(np.prod(shape[2:]))
         layer.fan_in, layer.fan_out = (shape[0] // module.groups) * receptive, shape[1] * receptive
-    elif isinstance(module, (nn.Embedding, nn.EmbeddingBag)):
+    elif issubclass(cls, (nn.Embedding, nn.EmbeddingBag)):
         layer.kind, layer.fan_in, layer.fan_out = g.EMBEDDING, 1, module.embedding_dim
-    elif isinstance(module, (nn.LSTM, nn.GRU, nn.RNN)):
+    elif issubclass(cls, (nn.LSTM, nn.GRU, nn.RNN)):
         layer.kind = g.RNN
         layer.params["weight"] = params["weight_ih_l0"]
         layer.params["recurrent_weight"] = params["weight_hh_l0"]
         if "bias_ih_l0" in params:
             layer.params["bias"] = params["bias_ih_l0"]
         layer.fan_in, layer.fan_out = module.input_size, module.hidden_size
-        layer.attrs["gates"] = {nn.LSTM: 4, nn.GRU: 3}.get(type(module), 1)
-    elif isinstance(module, nn.MultiheadAttention):
+        layer.attrs["gates"] = {nn.LSTM: 4, nn.GRU: 3}.get(cls, 1)
+    elif issubclass(cls, nn.MultiheadAttention):
         layer.kind = g.ATTENTION
         if module.in_proj_weight is not None:
             layer.params["weight"] = params["in_proj_weight"]
@@ -210,23 +388,23 @@ def classify_module(torch, layer: Layer, module, prefix: str) -> None:
     elif cls_name == "Conv1D" and hasattr(module, "nf"):  # HF transformers: weight stored [in, out]
         layer.kind, layer.unit_axis = g.LINEAR, 1
         layer.fan_in, layer.fan_out = module.weight.shape[0], module.weight.shape[1]
-    elif isinstance(module, norms) or cls_name.endswith(("RMSNorm", "LayerNorm")):
+    elif issubclass(cls, norms) or cls_name.endswith(("RMSNorm", "LayerNorm")):
         layer.kind = g.NORM
-    elif type(module) in activations:
-        layer.kind, layer.attrs["activation"] = g.ACTIVATION, activations[type(module)]
-        if isinstance(module, nn.LeakyReLU):
+    elif cls in activations:
+        layer.kind, layer.attrs["activation"] = g.ACTIVATION, activations[cls]
+        if issubclass(cls, nn.LeakyReLU):
             layer.attrs["alpha"] = float(module.negative_slope)
-        if isinstance(module, nn.ELU):
+        if issubclass(cls, nn.ELU):
             layer.attrs["alpha"] = float(module.alpha)
-        if isinstance(module, nn.PReLU):
+        if issubclass(cls, nn.PReLU):
             layer.attrs["alpha"] = float(module.weight.detach().float().mean())
-        if isinstance(module, nn.Hardtanh) and not isinstance(module, nn.ReLU6) and (module.min_val, module.max_val) == (0.0, 6.0):
+        if issubclass(cls, nn.Hardtanh) and not issubclass(cls, nn.ReLU6) and (module.min_val, module.max_val) == (0.0, 6.0):
             layer.attrs["activation"] = "relu6"
-    elif isinstance(module, (nn.Softmax, nn.LogSoftmax)):
+    elif issubclass(cls, (nn.Softmax, nn.LogSoftmax)):
         layer.kind = g.SOFTMAX
-    elif isinstance(module, pools):
+    elif issubclass(cls, pools):
         layer.kind = g.POOL
-    elif isinstance(module, passthrough):
+    elif issubclass(cls, passthrough):
         layer.kind = g.PASSTHROUGH
     else:
         layer.kind = g.OTHER
@@ -236,6 +414,15 @@ def classify_module(torch, layer: Layer, module, prefix: str) -> None:
             layer.kind = g.LINEAR if weights[0].ndim == 2 else g.CONV
             layer.params["weight"] = weights[0]
             layer.fan_in, layer.fan_out = _fans(weights[0].shape)
+
+
+def _module_class(torch, module) -> tuple[type, str]:
+    """The nn class a module stands for; a TorchScript module stands for its original class."""
+    if isinstance(module, torch.jit.ScriptModule):
+        original = getattr(module, "original_name", "") or ""
+        cls = getattr(torch.nn, original, None)
+        return (cls if isinstance(cls, type) else type(module)), original
+    return type(module), type(module).__name__
 
 
 def _function_name(target) -> str:
@@ -249,11 +436,14 @@ def _function_name(target) -> str:
         return "matmul"
     if target is operator.getitem:
         return "getitem"
+    packet = getattr(target, "overloadpacket", None)
+    if packet is not None:  # an ATen op overload (torch.export): aten.relu_.default -> relu
+        return packet.__name__.strip("_")
     return getattr(target, "__name__", str(target)).lstrip("_")
 
 
-def graph_from_module(module, target: str) -> ModelGraph:
-    """Trace ``module`` with torch.fx; fall back to module order when tracing fails."""
+def graph_from_module(module, target: str, example_input=None, options=None) -> ModelGraph:
+    """Trace ``module`` with torch.fx; when that fails, torch.export with an example input; then module order."""
     torch = require_torch(target)
     graph = ModelGraph(target=target, format="torch")
     for name, param in module.named_parameters():
@@ -261,13 +451,123 @@ def graph_from_module(module, target: str) -> ModelGraph:
     try:
         traced = torch.fx.symbolic_trace(module)
     except Exception as exc:
-        graph.notes.append(
-            f"torch.fx could not trace the model ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
-            "the graph follows module registration order, so residual connections and functional activations are not seen"
-        )
-        _graph_from_module_order(torch, module, graph)
+        fx_failure = f"torch.fx could not trace the model ({type(exc).__name__}: {_short(exc)[:160]})"
+    else:
+        _graph_from_fx(torch, module, traced, graph)
         return graph
-    _graph_from_fx(torch, module, traced, graph)
+    args, kwargs, where = _example_arguments(torch, module, example_input, options)
+    if args is None:
+        export_failure = "torch.export needs an example input: return (model, example_input) from the callable or pass --input-shape (and --input-dtype int64 for token ids)"
+    else:
+        try:
+            with _quiet_torch_logs():
+                program = torch.export.export(_tensor_outputs(torch, module), args, kwargs, strict=False)
+        except Exception as exc:
+            export_failure = f"torch.export with the example input {where} failed too ({type(exc).__name__}: {_short(exc)[:160]})"
+        else:
+            exported = graph_from_exported(program, target, "torch", strip_prefix=_WRAPPED + ".", canonical=_canonical_names(module))
+            exported.notes.insert(0, f"{fx_failure}; the graph comes from torch.export with the example input {where}")
+            return exported
+    graph.notes.append(
+        f"{fx_failure}; {export_failure}; the graph follows module registration order, "
+        "so residual connections and functional activations are not seen"
+    )
+    _graph_from_module_order(torch, module, graph)
+    return graph
+
+
+_WRAPPED = "wrapped"
+
+
+def _canonical_names(module) -> dict[str, str]:
+    """Every name of a shared (tied) parameter -> the one name named_parameters() reports."""
+    first: dict[int, str] = {}
+    names: dict[str, str] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        names[name] = first.setdefault(id(param), name)
+    return names
+
+
+def _tensor_outputs(torch, module):
+    """``module`` returning only the tensors of its output: torch.export cannot return objects
+    such as transformers' DynamicCache, and the lint needs only the computation."""
+
+    class TensorOutputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            setattr(self, _WRAPPED, module)
+
+        def forward(self, *args, **kwargs):
+            return [t for _, t in _flatten_tensors(torch, _plain(getattr(self, _WRAPPED)(*args, **kwargs)), "")]
+
+    return TensorOutputs()
+
+
+def _plain(output):
+    """Mappings (transformers' ModelOutput), tuples and lists as plain containers; other objects dropped."""
+    if isinstance(output, dict):
+        return {k: _plain(v) for k, v in output.items()}
+    if isinstance(output, (list, tuple)):
+        return [_plain(v) for v in output]
+    return output if hasattr(output, "shape") and hasattr(output, "dtype") else None
+
+
+def _example_arguments(torch, module, example_input, options):
+    """(args, kwargs, description) for torch.export, from the spec's example or --input-shape."""
+    if example_input is not None:
+        if isinstance(example_input, dict):
+            return (), dict(example_input), "from the spec"
+        if isinstance(example_input, (tuple, list)):
+            return tuple(example_input), {}, "from the spec"
+        return (example_input,), {}, "from the spec"
+    shapes = dict(getattr(options, "input_shapes", None) or {})
+    if not shapes:
+        dummy = getattr(module, "dummy_inputs", None)  # transformers models describe their own inputs
+        if isinstance(dummy, dict) and dummy and all(isinstance(v, torch.Tensor) for v in dummy.values()):
+            return (), dict(dummy), "model.dummy_inputs"
+        return None, None, ""
+    dtype_name = getattr(options, "input_dtype", None) or "float32"
+    dtype = getattr(torch, dtype_name, None)
+    if not isinstance(dtype, torch.dtype):
+        raise InitlintError(module.__class__.__name__, f"unknown --input-dtype {dtype_name!r}", "e.g. float32, float16, int64")
+
+    def make(shape):
+        if dtype.is_floating_point:
+            return torch.randn(shape, dtype=dtype)
+        return torch.zeros(shape, dtype=dtype)  # token ids: 0 is valid for every vocabulary
+
+    described = ", ".join(f"{n + '=' if n else ''}{'x'.join(map(str, s))}" for n, s in shapes.items())
+    if list(shapes) == [""]:
+        return (make(shapes[""]),), {}, f"{described} {dtype_name} from --input-shape"
+    return (), {name: make(shape) for name, shape in shapes.items()}, f"{described} {dtype_name} from --input-shape"
+
+
+def graph_from_exported(program, target: str, fmt: str, strip_prefix: str = "", canonical: dict[str, str] | None = None) -> ModelGraph:
+    """The ModelGraph of a torch.export ExportedProgram, named by the user's parameter FQNs
+    (``strip_prefix``: the attribute under which a wrapper held the user's module)."""
+    torch = require_torch(target)
+    graph = ModelGraph(target=target, format=fmt)
+    signature = program.graph_signature
+    values = {**dict(program.state_dict), **dict(getattr(program, "constants", {}) or {})}
+    lifted: dict[str, Tensor] = {}
+    sources = [
+        (signature.inputs_to_parameters, True),
+        (signature.inputs_to_buffers, False),
+        (getattr(signature, "inputs_to_lifted_tensor_constants", {}) or {}, False),
+    ]
+    for mapping, is_param in sources:
+        for placeholder, fqn in mapping.items():
+            value = values.get(fqn)
+            if not isinstance(value, torch.Tensor):
+                continue
+            if strip_prefix and fqn.startswith(strip_prefix):
+                fqn = fqn[len(strip_prefix):]
+            fqn = (canonical or {}).get(fqn, fqn)  # a tied weight: the name named_parameters() gives it
+            tensor = tensor_of(fqn, value)
+            if is_param:
+                tensor = graph.tensors.setdefault(fqn, tensor)
+            lifted[placeholder] = tensor
+    _graph_from_fx(torch, None, program.graph_module, graph, lifted=lifted, strip_prefix=strip_prefix)
     return graph
 
 
@@ -276,7 +576,7 @@ def _graph_from_module_order(torch, module, graph: ModelGraph) -> None:
     for name, child in module.named_modules():
         if not name or any(True for _ in child.children()):
             continue
-        layer = Layer(name=name, kind=g.OTHER, op=type(child).__name__)
+        layer = Layer(name=name, kind=g.OTHER, op=_module_class(torch, child)[1])
         classify_module(torch, layer, child, name)
         _share_tensors(graph, layer)
         if previous is not None:
@@ -293,16 +593,43 @@ def _share_tensors(graph: ModelGraph, layer: Layer) -> None:
         layer.params[role] = graph.tensors.get(tensor.name, tensor)
 
 
-def _graph_from_fx(torch, root, traced, graph: ModelGraph) -> None:
-    modules = dict(root.named_modules())
+def _module_path(node, strip_prefix: str = "") -> str | None:
+    stack = node.meta.get("nn_module_stack") if hasattr(node, "meta") else None
+    if not stack:
+        return None
+    path = list(stack.values())[-1][0]
+    if not isinstance(path, str) or not path or "[" in path:  # strict-mode paths look like L['self'].fc
+        return None
+    return path[len(strip_prefix):] if strip_prefix and path.startswith(strip_prefix) else path
+
+
+def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Tensor] | None = None, strip_prefix: str = "") -> None:
+    """``lifted``: for a torch.export graph, the placeholders that are parameters, buffers or
+    constants (by placeholder name); layers are then named after their weight's module."""
+    modules = dict(root.named_modules()) if root is not None else {}
     consts: dict[str, Tensor] = {}
     shape_only: set[str] = set()
     produced: dict[str, str] = {}  # fx node name -> layer name
     used: set[str] = set()
+    aten = lifted is not None
     for node in traced.graph.nodes:
         inputs = [n for n in node.all_input_nodes]
         if node.op == "placeholder":
-            graph.inputs[node.name] = ((), "float32")
+            if aten and node.name in lifted:
+                consts[node.name] = lifted[node.name]
+                continue
+            value = node.meta.get("val") if hasattr(node, "meta") else None
+            shape = tuple(d if isinstance(d, int) else None for d in getattr(value, "shape", ()))
+            dtype = str(getattr(value, "dtype", "torch.float32")).replace("torch.", "")
+            graph.inputs[node.name] = (shape, dtype)
+            continue
+        if aten and node.op == "call_function" and inputs and all(n.name in consts or n.name in shape_only for n in inputs):
+            # Computed from constants only (a transposed weight, a buffer update): not a layer.
+            const_inputs = [consts[n.name] for n in inputs if n.name in consts]
+            if _function_name(node.target) in _FUNCTION_PASSTHROUGH and len(const_inputs) == 1:
+                consts[node.name] = const_inputs[0]
+            else:
+                shape_only.add(node.name)
             continue
         if node.op == "get_attr":
             value = _fetch_attr(root, node.target)
@@ -328,6 +655,12 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph) -> None:
         else:
             layer = Layer(name=node.name, kind=g.OTHER, op=fname)
             _classify_function(layer, fname, node, inputs, consts)
+            owner = layer.params.get("weight") or layer.params.get("bias")
+            if aten and owner is not None:
+                # Named as the module is (fc2), from export's module stack or else the weight's name.
+                layer.name = _module_path(node, strip_prefix) or (owner.name.rsplit(".", 1)[0] if "." in owner.name else node.name)
+                if layer.name in used or layer.name in graph.layers:
+                    layer.name = f"{layer.name}#{node.name}"  # a module called twice (shared weights)
         layer.source = _source_of(node)
         used.add(layer.name)
         for position, producer in enumerate(inputs):
@@ -383,6 +716,15 @@ def _classify_function(layer: Layer, fname: str, node, inputs, consts) -> None:
         layer.fan_in, layer.fan_out = weight.shape[1], weight.shape[0]
         if len(inputs) >= 3 and inputs[2].name in consts:
             layer.params["bias"] = consts[inputs[2].name]
+    elif fname in (*_FUNCTION_CONVS, "convolution") and len(inputs) >= 2 and inputs[1].name in consts:
+        _classify_conv(layer, fname, node, inputs, consts)
+    elif fname == "addmm" and len(inputs) >= 3 and inputs[2].name in consts and consts[inputs[2].name].ndim == 2:
+        # addmm(bias, x, weight[in, out]): HF transformers' Conv1D after torch.export
+        weight = consts[inputs[2].name]
+        layer.kind, layer.params["weight"], layer.unit_axis = g.LINEAR, weight, -1
+        layer.fan_in, layer.fan_out = weight.shape[0], weight.shape[1]
+        if inputs[0].name in consts:
+            layer.params["bias"] = consts[inputs[0].name]
     elif fname in ("matmul", "mm", "bmm"):
         const = [consts[n.name] for n in inputs if n.name in consts]
         if const and const[0].ndim >= 2 and len(dynamic) == 1:
@@ -395,12 +737,41 @@ def _classify_function(layer: Layer, fname: str, node, inputs, consts) -> None:
         layer.kind = g.SOFTMAX
     elif fname in _FUNCTION_NORMS:
         layer.kind = g.NORM
+        affine = [consts[n.name] for n in inputs[1:] if n.name in consts]  # weight, bias (then running stats)
+        for role, tensor in zip(("weight", "bias"), affine):
+            layer.params[role] = tensor
     elif fname in _FUNCTION_POOLS:
         layer.kind = g.POOL
     elif fname in _FUNCTION_PASSTHROUGH:
         layer.kind = g.PASSTHROUGH
-    elif fname in ("embedding",) and len(inputs) >= 2 and inputs[1].name in consts:
-        weight = consts[inputs[1].name]
+    elif fname in ("embedding",) and len(inputs) >= 2 and (inputs[1].name in consts or inputs[0].name in consts):
+        # F.embedding(ids, weight); aten.embedding(weight, ids)
+        weight = consts[inputs[1].name] if inputs[1].name in consts else consts[inputs[0].name]
         layer.kind, layer.params["weight"], layer.fan_in, layer.fan_out = g.EMBEDDING, weight, 1, weight.shape[-1]
     else:
         layer.kind = g.OTHER
+
+
+def _classify_conv(layer: Layer, fname: str, node, inputs, consts) -> None:
+    """conv1d/2d/3d, conv_transpose*d and aten.convolution with a constant weight."""
+    weight = consts[inputs[1].name]
+    args = list(node.args)
+    if fname == "convolution":  # (input, weight, bias, stride, padding, dilation, transposed, output_padding, groups)
+        transposed = bool(args[6]) if len(args) > 6 else False
+        groups = args[8] if len(args) > 8 else 1
+    else:  # conv: (..., stride, padding, dilation, groups); transpose: (..., stride, padding, output_padding, groups, dilation)
+        transposed = _FUNCTION_CONVS[fname]
+        groups = args[6] if len(args) > 6 else node.kwargs.get("groups", 1)
+    groups = int(groups) if isinstance(groups, int) else 1
+    layer.params["weight"] = weight
+    if len(inputs) >= 3 and inputs[2].name in consts:
+        layer.params["bias"] = consts[inputs[2].name]
+    layer.attrs["groups"] = groups
+    shape = weight.shape
+    if transposed:
+        receptive = int(np.prod(shape[2:]))
+        layer.kind, layer.unit_axis = g.CONV_TRANSPOSE, 1
+        layer.fan_in, layer.fan_out = (shape[0] // groups) * receptive, shape[1] * receptive
+    else:
+        layer.kind = g.CONV
+        layer.fan_in, layer.fan_out = _fans(shape, groups)
