@@ -256,6 +256,7 @@ def graph_from_module(module, target: str) -> ModelGraph:
     """Trace ``module`` with torch.fx; fall back to module order when tracing fails."""
     torch = require_torch(target)
     graph = ModelGraph(target=target, format="torch")
+    graph.metadata["module"] = module  # for source locations of findings (formats.module_definition)
     for name, param in module.named_parameters():
         graph.tensors[name] = tensor_of(name, param)
     try:
