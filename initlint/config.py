@@ -221,12 +221,13 @@ def _same_kind(value: Any, default: Any) -> bool:
     return isinstance(value, type(default))
 
 
-def resolve(cli: dict[str, Any] | None = None, config: str | Path | None = None, start: Path | None = None) -> Settings:
-    """Defaults, then the config file (``config``, or the nearest one from ``start``), then ``cli``.
-
-    ``cli`` holds only the keys the user gave on the command line, already validated.
-    """
-    path = Path(config) if config is not None else find_config(start)
+def resolve(cli: dict[str, Any] | None = None, config: str | Path | bool | None = None, start: Path | None = None) -> Settings:
+    """Defaults, then the config file (``config``; the nearest one from ``start`` when None or
+    True; none when False), then ``cli``: only the keys given explicitly, already validated."""
+    if config is False:
+        path = None
+    else:
+        path = Path(config) if config not in (None, True) else find_config(start)
     if path is not None and not path.is_file():
         raise InitlintError(str(path), "no such config file")
     values = {key: _copy(value) for key, value in DEFAULTS.items()}
