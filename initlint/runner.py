@@ -6,6 +6,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
+from .config import location_matches, path_matches
 from .engine import Finding, Rule, Severity, registry, run_rules
 from .errors import InitlintError
 from .graph import ModelGraph
@@ -20,6 +21,10 @@ class LintOptions:
     load: LoadOptions = field(default_factory=LoadOptions)
     # rule code -> {option: value}
     rule_settings: dict[str, dict] = field(default_factory=dict)
+    # layer/parameter glob -> codes, and model-path glob -> codes, not reported there (config.py).
+    per_layer_ignores: dict[str, list[str]] = field(default_factory=dict)
+    per_file_ignores: dict[str, list[str]] = field(default_factory=dict)
+    root: str | None = None  # the directory per-file-ignores globs are relative to
 
 
 @dataclass
@@ -32,6 +37,8 @@ class TargetResult:
     elapsed_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     graph: ModelGraph | None = None
+    # code -> "ran" | "skipped: why" | "failed: error", for each rule selected for this target.
+    rules: dict[str, str] = field(default_factory=dict)
 
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
@@ -64,13 +71,30 @@ class TargetResult:
         return summary
 
 
-def selected_rules(options: LintOptions) -> list[type[Rule]]:
-    return registry().select(options.select, options.ignore)
+def selected_rules(options: LintOptions, target: str | None = None) -> list[type[Rule]]:
+    ignore = list(options.ignore)
+    if target is not None:
+        ignore += [code for pattern, codes in options.per_file_ignores.items() if path_matches(target, pattern, options.root) for code in codes]
+    return registry().select(options.select, ignore)
+
+
+def _layer_ignored(finding: Finding, options: LintOptions) -> bool:
+    return any(
+        location_matches(finding.location, pattern) and any(rule.code == finding.code for rule in registry().select(codes))
+        for pattern, codes in options.per_layer_ignores.items()
+    )
 
 
 def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) -> None:
-    run = run_rules(graph, selected_rules(options), options.rule_settings)
-    result.findings = run.findings
+    rules = selected_rules(options, result.target)
+    run = run_rules(graph, rules, options.rule_settings)
+    result.findings = [f for f in run.findings if not _layer_ignored(f, options)]
+    if len(result.findings) < len(run.findings):
+        result.notes.append(f"{len(run.findings) - len(result.findings)} finding(s) suppressed by per-layer-ignores")
+    for rule in rules:
+        if rule.stage == "static":
+            why = run.skipped.get(rule.code) or run.failures.get(rule.code)
+            result.rules[rule.code] = "ran" if why is None else f"{'skipped' if rule.code in run.skipped else 'failed'}: {why}"
     result.notes.extend(graph.notes)
     for code, why in run.skipped.items():
         result.notes.append(f"{code} skipped: {why}")

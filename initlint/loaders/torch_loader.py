@@ -446,6 +446,7 @@ def graph_from_module(module, target: str, example_input=None, options=None) -> 
     """Trace ``module`` with torch.fx; when that fails, torch.export with an example input; then module order."""
     torch = require_torch(target)
     graph = ModelGraph(target=target, format="torch")
+    graph.metadata["module"] = module  # for source locations of findings (formats.module_definition)
     for name, param in module.named_parameters():
         graph.tensors[name] = tensor_of(name, param)
     try:
