@@ -69,3 +69,23 @@ def test_rule_with_options_shows_config_snippet():
     assert f"[tool.initlint.rules.{rule.code}]" in page
     for option in rule.options:
         assert f"{option.replace('_', '-')} = " in page
+
+
+def test_ci_workflow_commands_run(tmp_path, monkeypatch):
+    """Every `initlint …` command of the documented GitHub Actions workflow is a valid invocation."""
+    import shlex
+
+    import yaml
+    from onnx_models import broken
+
+    workflow = yaml.safe_load((ROOT / "docs" / "ci" / "github-actions.yml").read_text())
+    steps = workflow["jobs"]["initlint"]["steps"]
+    assert any(step.get("uses", "").startswith("github/codeql-action/upload-sarif") for step in steps)
+    commands = [line.strip() for step in steps for line in step.get("run", "").splitlines() if line.strip().startswith("initlint ")]
+    assert any("--format sarif" in c for c in commands) and any("--format github" in c for c in commands)
+    monkeypatch.chdir(tmp_path)
+    broken(tmp_path / "models" / "broken.onnx")
+    for command in commands:
+        result = CliRunner().invoke(main, shlex.split(command)[1:])
+        assert result.exit_code == 1, (command, result.output)  # findings, not a usage error
+    assert (tmp_path / "initlint.sarif").is_file()
