@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 from click.testing import CliRunner
 from onnx_models import broken, healthy
 
-from initlint import discover
 from initlint.cli import main
 from initlint.discover import expand_targets, lint_many
 from initlint.runner import LintOptions
@@ -76,20 +75,40 @@ def test_unreadable_model_does_not_stop_the_others(tree):
     assert result.exit_code == 2  # unreadable outranks findings
 
 
+CRASHING_WORKER = """
+import os, sys
+from initlint import discover
+from initlint.discover import expand_targets, lint_many
+from initlint.runner import LintOptions
+
+real = discover.lint_target
+
+def crashing(target, options):
+    if target.endswith("a.onnx"):
+        os._exit(1)  # as a segfault in a native reader would
+    return real(target, options)
+
+discover.lint_target = crashing  # inherited by the forked workers
+results = lint_many(expand_targets(["m"], respect_gitignore=False), LintOptions(probe="never"), jobs=2)
+for r in results:
+    print(r.target, "|", r.error or "", "|", ",".join(f.code for f in r.findings))
+"""
+
+
 @pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the patched worker must be inherited by fork")
-def test_a_model_that_kills_its_worker_is_reported_alone(tree, monkeypatch):
-    real = discover.lint_target
+def test_a_model_that_kills_its_worker_is_reported_alone(tree):
+    # In a fresh interpreter: without torch loaded, workers are forked and inherit the patch.
+    run = subprocess.run([sys.executable, "-c", CRASHING_WORKER], capture_output=True, text=True, timeout=120)
+    rows = {line.split(" | ")[0]: line.split(" | ")[1:] for line in run.stdout.splitlines()}
+    assert len(rows) == 4, run.stdout + run.stderr
+    assert "crashed" in rows["m/a.onnx"][0]
+    assert rows["m/sub/b.onnx"] == ["", "IL101"]
+    assert all(not error for target, (error, _) in rows.items() if target != "m/a.onnx")
 
-    def crashing(target, options):
-        if target.endswith("a.onnx"):
-            os._exit(1)
-        return real(target, options)
 
-    monkeypatch.setattr(discover, "lint_target", crashing)
-    results = lint_many(expand_targets(["m"], respect_gitignore=False), LintOptions(probe="never"), jobs=2)
-    errors = {r.target: r.error for r in results if r.error}
-    assert list(errors) == ["m/a.onnx"] and "crashed" in errors["m/a.onnx"]
-    assert [f.code for r in results if r.target == "m/sub/b.onnx" for f in r.findings] == ["IL101"]
+def test_progress_bar_reports_to_stderr(tree, capsys):
+    lint_many(expand_targets(["m"], respect_gitignore=False), LintOptions(probe="never"), jobs=1, progress=True)
+    assert "linting" in capsys.readouterr().err
 
 
 def test_text_output_has_summary_table(tree):

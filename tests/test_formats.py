@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -142,3 +144,16 @@ def test_junit_findings_below_fail_on_pass_with_output(zoo):
     assert case.find("failure") is None and "fc1.weight: [warning]" in case.find("system-out").text
     case = ET.fromstring(run("u.onnx", "--format", "junit", "--select", "IL105", "--fail-on", "warning").output).find(".//testcase")
     assert case.find("failure") is not None
+
+
+def test_onnx_path_never_imports_torch(zoo):
+    script = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from initlint.cli import main\n"
+        "for fmt in ('sarif', 'github', 'junit', 'text'):\n"
+        "    CliRunner().invoke(main, ['check', 'models', '--jobs', '2', '--format', fmt])\n"
+        "print('torch' in sys.modules)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "False", run.stdout + run.stderr
