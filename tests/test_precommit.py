@@ -39,6 +39,7 @@ def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check, timeout=120)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_commit_of_broken_model_is_blocked_and_healthy_allowed(tmp_path, request):
     if _git(ROOT, "rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
