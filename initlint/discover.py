@@ -9,6 +9,7 @@ worker process, so one model that crashes its reader does not stop the others.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -143,21 +144,29 @@ def lint_many(
         progress = sys.stderr.isatty() and len(targets) >= PROGRESS_MIN_MODELS
     results: dict[int, TargetResult] = {}
     files = [i for i, t in enumerate(targets) if not is_spec(t)]
+    parallel = files if jobs > 1 and len(files) > 1 else []
     with _progress(len(targets), progress) as advance:
+        # Workers first: specs import torch here, and forking after that is unsafe.
+        if parallel:
+            _lint_parallel(targets, parallel, options, min(jobs, len(parallel)), results, advance)
         for i, target in enumerate(targets):
-            if i not in files or jobs == 1 or len(files) == 1:
+            if i not in results:
                 results[i] = lint_target(target, options)
                 advance()
-        pending = [i for i in files if i not in results]
-        if pending:
-            _lint_parallel(targets, pending, options, min(jobs, len(pending)), results, advance)
     return [results[i] for i in range(len(targets))]
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    # fork is fast and fine for numpy/onnx; once torch (and its thread pools) is loaded, a forked
+    # child may deadlock, so start clean interpreters instead.
+    context = multiprocessing.get_context("spawn") if "torch" in sys.modules else None
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=context)
 
 
 def _lint_parallel(targets, pending, options, jobs, results, advance) -> None:
     crashed: list[int] = []
     try:
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with _pool(jobs) as pool:
             futures = {i: pool.submit(_lint_in_worker, targets[i], options) for i in pending}
             for i, future in futures.items():
                 try:
@@ -171,7 +180,7 @@ def _lint_parallel(targets, pending, options, jobs, results, advance) -> None:
     # so only the model that kills its worker is reported as such.
     for i in crashed:
         try:
-            with ProcessPoolExecutor(max_workers=1) as pool:
+            with _pool(1) as pool:
                 results[i] = pool.submit(_lint_in_worker, targets[i], options).result()
         except BrokenProcessPool:
             results[i] = TargetResult(target=targets[i], format=None, error=f"{targets[i]}: the process reading this model crashed")
