@@ -17,6 +17,7 @@ from .. import graph as g
 from ..errors import InitlintError, require_torch
 from ..graph import Layer, ModelGraph, Tensor
 from .archive import check_zip, is_zip, strip_root
+from .weights_only import add_weight_layers
 
 
 def load_spec(spec: str, options) -> ModelGraph:
@@ -234,6 +235,7 @@ def _graph_from_state_dict(torch, target: str, obj) -> ModelGraph:
         graph.tensors[name] = tensor_of(name, value)
     if not graph.tensors:
         raise InitlintError(target, f"holds no tensors (a {type(obj).__name__})", "initlint reads a state dict: a mapping of parameter names to tensors")
+    add_weight_layers(graph)
     graph.notes.append("a state dict holds weights only: the structure rules need the model (a module:callable spec, .pt2 or ONNX)")
     return graph
 
@@ -357,19 +359,20 @@ def classify_module(torch, layer: Layer, module, prefix: str) -> None:
     layer.params.update(params)
     cls, cls_name = _module_class(torch, module)
     if issubclass(cls, nn.Linear):
-        layer.kind, layer.fan_in, layer.fan_out = g.LINEAR, module.in_features, module.out_features
+        # from the weight: a traced TorchScript module keeps no in_features/groups attributes
+        layer.kind, layer.fan_in, layer.fan_out = g.LINEAR, module.weight.shape[1], module.weight.shape[0]
     elif issubclass(cls, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         layer.kind = g.CONV
-        layer.attrs["groups"] = module.groups
-        layer.fan_in, layer.fan_out = _fans(tuple(module.weight.shape), module.groups)
+        layer.attrs["groups"] = getattr(module, "groups", 1)
+        layer.fan_in, layer.fan_out = _fans(tuple(module.weight.shape), layer.attrs["groups"])
     elif issubclass(cls, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
         layer.kind, layer.unit_axis = g.CONV_TRANSPOSE, 1
-        layer.attrs["groups"] = module.groups
+        groups = layer.attrs["groups"] = getattr(module, "groups", 1)
         shape = tuple(module.weight.shape)
         receptive = int(np.prod(shape[2:]))
-        layer.fan_in, layer.fan_out = (shape[0] // module.groups) * receptive, shape[1] * receptive
+        layer.fan_in, layer.fan_out = (shape[0] // groups) * receptive, shape[1] * receptive
     elif issubclass(cls, (nn.Embedding, nn.EmbeddingBag)):
-        layer.kind, layer.fan_in, layer.fan_out = g.EMBEDDING, 1, module.embedding_dim
+        layer.kind, layer.fan_in, layer.fan_out = g.EMBEDDING, 1, module.weight.shape[1]
     elif issubclass(cls, (nn.LSTM, nn.GRU, nn.RNN)):
         layer.kind = g.RNN
         layer.params["weight"] = params["weight_ih_l0"]
