@@ -8,6 +8,7 @@ import inspect
 import operator
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,8 @@ def load_pt2(target: str, options) -> ModelGraph:
     if not getattr(options, "trust_pickle", False):
         _refuse_pt2_code(torch, target, names)
     try:
-        with _quiet_torch_logs():
+        with _quiet_torch_logs(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             program = torch.export.load(target)
     except Exception as exc:
         raise InitlintError(target, f"not a loadable torch.export archive ({type(exc).__name__}: {_short(exc)})") from None
@@ -168,8 +170,6 @@ def _refuse_pt2_code(torch, target: str, names: list[str]) -> None:
 
 
 def _load_torchscript(torch, target: str) -> ModelGraph:
-    import warnings
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
@@ -192,7 +192,9 @@ def _load_torch_save(torch, target: str, options) -> ModelGraph:
 
     trusted = getattr(options, "trust_pickle", False)
     try:
-        obj = torch.load(target, map_location="cpu", weights_only=not trusted)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # protocol notices; initlint reports problems itself
+            obj = torch.load(target, map_location="cpu", weights_only=not trusted)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):
             found = _unsupported_global(str(exc))
@@ -458,7 +460,7 @@ def graph_from_module(module, target: str, example_input=None, options=None) -> 
     else:
         _graph_from_fx(torch, module, traced, graph)
         return graph
-    args, kwargs, where = _example_arguments(torch, module, example_input, options)
+    args, kwargs, where = _example_arguments(torch, target, module, example_input, options)
     if args is None:
         export_failure = "torch.export needs an example input: return (model, example_input) from the callable or pass --input-shape (and --input-dtype int64 for token ids)"
     else:
@@ -515,7 +517,7 @@ def _plain(output):
     return output if hasattr(output, "shape") and hasattr(output, "dtype") else None
 
 
-def _example_arguments(torch, module, example_input, options):
+def _example_arguments(torch, target, module, example_input, options):
     """(args, kwargs, description) for torch.export, from the spec's example or --input-shape."""
     if example_input is not None:
         if isinstance(example_input, dict):
@@ -532,7 +534,7 @@ def _example_arguments(torch, module, example_input, options):
     dtype_name = getattr(options, "input_dtype", None) or "float32"
     dtype = getattr(torch, dtype_name, None)
     if not isinstance(dtype, torch.dtype):
-        raise InitlintError(module.__class__.__name__, f"unknown --input-dtype {dtype_name!r}", "e.g. float32, float16, int64")
+        raise InitlintError(target, f"unknown --input-dtype {dtype_name!r}", "e.g. float32, float16, int64")
 
     def make(shape):
         if dtype.is_floating_point:
