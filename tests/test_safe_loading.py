@@ -250,3 +250,41 @@ def test_bad_file_does_not_hide_other_results(tmp_path, pt2_bytes):
     result = _lint(bad, good)
     assert result.exit_code == 2
     assert "in 2 models; 1 could not be read" in result.output
+
+
+# --- safetensors headers: any mutation ends in a graph or an InitlintError -------------------
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from initlint.errors import InitlintError  # noqa: E402
+from initlint.loaders.safetensors_reader import load_safetensors  # noqa: E402
+
+_JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.text(max_size=6),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=6), children, max_size=4),
+    max_leaves=12,
+)
+_ENTRIES = st.fixed_dictionaries(
+    {},
+    optional={
+        "dtype": st.sampled_from(["F32", "F16", "BF16", "I64", "U8", "BOOL", "F8_E4M3", "X"]) | _JSON_VALUES,
+        "shape": st.lists(st.integers(-2, 2**40), max_size=4) | _JSON_VALUES,
+        "data_offsets": st.lists(st.integers(-8, 2**40), max_size=3) | _JSON_VALUES,
+    },
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(header=st.dictionaries(st.text(max_size=8), _ENTRIES | _JSON_VALUES, max_size=4), data=st.binary(max_size=64), cut=st.integers(0, 200))
+def test_safetensors_mutations_never_crash(tmp_path, header, data, cut):
+    path = tmp_path / "fuzz.safetensors"
+    blob = _safetensors(header, data)
+    path.write_bytes(blob[: len(blob) - cut] if cut % 3 == 0 else blob)
+    try:
+        graph = load_safetensors(str(path))
+    except InitlintError as error:
+        assert "\n" not in str(error)
+        return
+    for tensor in graph.tensors.values():  # every declared tensor is readable from the bytes present
+        assert tensor.values().size == tensor.size

@@ -93,7 +93,7 @@ def _validate_entry(path: str, name: str, entry, data_len: int) -> tuple[str, tu
     if not isinstance(entry, dict):
         raise bad("is not an object")
     dtype_code = entry.get("dtype")
-    if dtype_code not in DTYPES and dtype_code not in FLOAT8:
+    if not isinstance(dtype_code, str) or (dtype_code not in DTYPES and dtype_code not in FLOAT8):
         raise bad(f"has unknown dtype {dtype_code!r}")
     shape = entry.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):

@@ -194,7 +194,8 @@ def _load_torch_save(torch, target: str, options) -> ModelGraph:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # protocol notices; initlint reports problems itself
-            obj = torch.load(target, map_location="cpu", weights_only=not trusted)
+            # mmap: a zip-format checkpoint's tensors stay views on the file, read once by the stats pass
+            obj = torch.load(target, map_location="cpu", weights_only=not trusted, mmap=is_zip(target))
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower() or "weights_only" in str(exc):
             found = _unsupported_global(str(exc))
