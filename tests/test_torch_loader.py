@@ -94,9 +94,11 @@ def forms(tmp_path_factory):
     paths["pt2"] = str(root / "model.pt2")
     torch.export.save(torch.export.export(model, (example,)), paths["pt2"])
     paths["torchscript"] = str(root / "model_ts.pt")
+    paths["torchscript_traced"] = str(root / "model_traced.pt")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.script(model).save(paths["torchscript"])
+        torch.jit.trace(model, (example,), check_trace=False).save(paths["torchscript_traced"])
     paths["state_dict"] = str(root / "model_sd.pt")
     torch.save(model.state_dict(), paths["state_dict"])
     paths["safetensors"] = str(root / "model.safetensors")
@@ -154,10 +156,23 @@ def test_pt2_findings_equal_spec_findings(forms):
     assert _findings(_il1(forms["paths"]["pt2"])) == _findings(_il1(forms["paths"]["spec"]))
 
 
-def test_torchscript_findings_equal_spec_findings_at_same_locations(forms):
-    result = _il1(forms["paths"]["torchscript"])
+@pytest.mark.parametrize("form", ["torchscript", "torchscript_traced"])
+def test_torchscript_graph_and_findings_equal_the_spec(forms, form):
+    result = _il1(forms["paths"][form])
     assert result.graph.format == "torchscript"
-    assert any("registered" in note for note in result.notes), result.notes
+    assert _layer_summary(result.graph) == _layer_summary(graph_from_module(forms["model"], "live"))
+    assert _findings(result) == _findings(_il1(forms["paths"]["spec"]))
+
+
+def test_torchscript_falls_back_to_module_order(forms, monkeypatch):
+    from initlint.loaders import torch_loader
+
+    def unreadable(*args):
+        raise ValueError("unexpected node")
+
+    monkeypatch.setattr(torch_loader, "_graph_from_torchscript", unreadable)
+    result = _il1(forms["paths"]["torchscript"])
+    assert any("registered" in note and "unexpected node" in note for note in result.notes), result.notes
     assert _findings(result, with_severity=False) == _findings(_il1(forms["paths"]["spec"]), with_severity=False)
     fc1 = result.graph.layers["fc1"]
     assert (fc1.kind, fc1.op, fc1.fan_in, fc1.fan_out) == (g.LINEAR, "Linear", 1024, 64)
