@@ -402,3 +402,26 @@ def test_loading_a_spec_twice_gives_the_same_graph(forms):
     first = load(forms["paths"]["spec"])
     second = load(forms["paths"]["spec"])
     assert _layer_summary(first) == _layer_summary(second)
+
+
+class _DataDependentBranch(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(4, 4)
+        self.fc2 = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        x = torch.relu(self.fc1(x))
+        if bool(x.sum() > 0):
+            x = self.fc2(x)
+        return x
+
+
+def test_torchscript_branch_on_data_falls_back_to_module_order(tmp_path):
+    path = tmp_path / "branchy.pt"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.jit.script(_DataDependentBranch()).save(str(path))
+    graph = load(str(path))
+    assert [layer.name for layer in graph.layers.values()] == ["fc1", "fc2", "output"]
+    assert any("control flow hides" in note and "fc2.weight" in note for note in graph.notes), graph.notes

@@ -229,6 +229,10 @@ def _graph_from_torchscript(torch, module, graph: ModelGraph) -> None:
                 graph.add(Layer(name=f"output:{layer_name}", kind=g.OUTPUT, op="output", inputs=[layer_name]))
     if not any(layer.kind != g.OUTPUT for layer in graph.layers.values()):
         raise ValueError("no operations found in the TorchScript graph")
+    claimed = {t.name for layer in graph.layers.values() for t in layer.params.values()}
+    missed = [name for name, t in graph.tensors.items() if t.ndim >= 2 and name not in claimed]
+    if state.hidden_used and missed:
+        raise ValueError(f"control flow hides the layers of {len(missed)} weight(s) such as {missed[0]}")
     if state.hidden_used:
         graph.notes.append("TorchScript: tensors computed inside if/loop blocks are not followed, so some edges may be missing")
 
@@ -267,8 +271,8 @@ class _JitState:
                 self._get_attr(node, names[0], outputs[0])
             elif kind in ("prim::ListConstruct", "prim::TupleConstruct"):
                 self.lists[outputs[0]] = names
-            elif kind == "prim::If" and isinstance(_jit_constant(node, 0), bool):
-                taken = list(node.blocks())[0 if _jit_constant(node, 0) else 1]
+            elif kind == "prim::If" and isinstance(self._condition(node, names[0]), bool):
+                taken = list(node.blocks())[0 if self._condition(node, names[0]) else 1]
                 self.walk(taken.nodes())
                 for output, returned in zip(outputs, taken.outputs()):
                     self.alias[output] = self.resolve(returned.debugName())
@@ -276,6 +280,11 @@ class _JitState:
                 self.hidden.update(v.debugName() for v in node.outputs() if isinstance(v.type(), self.torch._C.TensorType))
             elif kind.startswith("aten::") and len(outputs) == 1:
                 self._op(node, kind.split("::", 1)[1].strip("_"), names, outputs[0])
+
+    def _condition(self, node, name: str):
+        """A constant condition, or a bool module attribute (``self.training``, ``self.inplace``)."""
+        value = _jit_constant(node, 0)
+        return value if isinstance(value, bool) else self.owners.get(name)
 
     def _get_attr(self, node, parent: str, output: str) -> None:
         if parent not in self.owners:
