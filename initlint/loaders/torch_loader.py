@@ -224,6 +224,7 @@ def _graph_from_torchscript(torch, module, graph: ModelGraph) -> None:
     state.walk(jit_graph.nodes())
     for value in jit_graph.outputs():
         for name in state.items(value.debugName()):
+            state.hidden_used |= name in state.hidden
             if name in state.produced:
                 layer_name = state.produced[name]
                 graph.add(Layer(name=f"output:{layer_name}", kind=g.OUTPUT, op="output", inputs=[layer_name]))
