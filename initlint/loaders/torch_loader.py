@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
-import inspect
+import logging
 import operator
 import os
 import sys
@@ -123,18 +124,16 @@ def _short(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:200]
 
 
-class _quiet_torch_logs:
-    """torch.export.load logs warnings through `logging`; initlint reports errors itself."""
-
-    def __enter__(self):
-        import logging
-
-        self._logger = logging.getLogger("torch")
-        self._level = self._logger.level
-        self._logger.setLevel(logging.ERROR)
-
-    def __exit__(self, *exc):
-        self._logger.setLevel(self._level)
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    """torch.export logs warnings through `logging`; initlint reports problems itself, on one line."""
+    logger = logging.getLogger("torch")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _refuse_pt2_code(torch, target: str, names: list[str]) -> None:
