@@ -175,18 +175,20 @@ def _load_torchscript(torch, target: str) -> ModelGraph:
             module = torch.jit.load(target, map_location="cpu")
     except Exception as exc:
         raise InitlintError(target, f"not a loadable TorchScript archive ({type(exc).__name__}: {_short(exc)})") from None
-    graph = ModelGraph(target=target, format="torchscript")
-    for name, param in module.named_parameters():
-        graph.tensors[name] = tensor_of(name, param)
+
+    def empty_graph() -> ModelGraph:
+        graph = ModelGraph(target=target, format="torchscript")
+        for name, param in module.named_parameters():
+            graph.tensors[name] = tensor_of(name, param)
+        return graph
+
+    graph = empty_graph()
     try:
         _graph_from_torchscript(torch, module, graph)
         return graph
     except Exception as exc:  # an unusual TorchScript graph: fall back to what the modules say
         failure = f"{type(exc).__name__}: {_short(exc)[:120]}"
-    graph.layers.clear()
-    graph.inputs.clear()
-    graph.__dict__.pop("_consumers", None)
-    graph.__dict__.pop("depth", None)
+    graph = empty_graph()
     _graph_from_module_order(torch, module, graph)
     graph.notes.append(
         f"TorchScript: its inlined graph could not be read ({failure}); the graph follows the order in which submodules "
