@@ -65,8 +65,8 @@ class ZeroWeights(Rule):
         claimed = set()
         for layer in graph.layers.values():
             weight = layer.weight
-            if weight is None or weight.ndim < 2:
-                continue
+            if weight is None or weight.ndim < 2 or not graph.has_structure:
+                continue  # without structure (a state dict) every zero matrix is judged below
             claimed.add(weight.name)
             if not weight.stats.all_zero:
                 continue

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import InitlintError
 from ..graph import ModelGraph, Tensor
+from .weights_only import add_weight_layers
 
 MAX_HEADER_BYTES = 100 * 2**20  # the reference implementation's limit
 
@@ -55,6 +56,7 @@ def load_safetensors(path: str) -> ModelGraph:
             continue
         storage, dtype_name = DTYPES[dtype_code]
         graph.tensors[name] = Tensor(name, shape, dtype_name, _reader(mapped, data_start + begin, data_start + end, storage, dtype_name))
+    add_weight_layers(graph)
     graph.notes.append("a .safetensors file holds weights only: the structure rules need the model (a module:callable spec, .pt2 or ONNX)")
     if skipped:
         graph.notes.append(f"{len(skipped)} float8 tensor(s) not checked: {', '.join(skipped[:5])}")
@@ -91,7 +93,7 @@ def _validate_entry(path: str, name: str, entry, data_len: int) -> tuple[str, tu
     if not isinstance(entry, dict):
         raise bad("is not an object")
     dtype_code = entry.get("dtype")
-    if dtype_code not in DTYPES and dtype_code not in FLOAT8:
+    if not isinstance(dtype_code, str) or (dtype_code not in DTYPES and dtype_code not in FLOAT8):
         raise bad(f"has unknown dtype {dtype_code!r}")
     shape = entry.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
