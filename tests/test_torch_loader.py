@@ -391,7 +391,8 @@ def test_missing_torch_is_explained(forms, monkeypatch, form):
 
 def test_missing_torch_exit_code_and_safetensors_still_work(forms, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
-    result = CliRunner().invoke(main, [forms["paths"]["pt2"], forms["paths"]["safetensors"], "--select", "IL104"])
+    # --jobs 1: the simulated missing torch lives in this process only, not in worker processes.
+    result = CliRunner().invoke(main, [forms["paths"]["pt2"], forms["paths"]["safetensors"], "--select", "IL104", "--jobs", "1"])
     assert result.exit_code == 2
     assert "needs PyTorch" in result.output
     assert "fc6.weight: IL104" in result.output  # the other target's results are not hidden
