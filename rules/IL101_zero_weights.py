@@ -48,7 +48,8 @@ class ZeroWeights(Rule):
     None of these is flagged: the last layer of a residual branch (torchvision
     `zero_init_residual`, Fixup), a LoRA `B` matrix with a random `A` (and PEFT's A = 0 with a
     random B for embeddings), a zero classifier head or muP readout, ReZero/SkipInit gates,
-    biases and normalization shifts. When only a state dict is given the structure is unknown
+    biases and normalization shifts, zero-initialized gates or modulations whose product
+    reaches a residual add (DiT's adaLN-Zero). When only a state dict is given the structure is unknown
     and a zero matrix is reported as info.
 
     ## References
@@ -129,6 +130,10 @@ def _follow(graph, node: g.Layer, value: np.ndarray, origin: g.Layer, activation
         scale = [t for t in node.const_inputs.values() if t.size == 1]
         if scale and len(node.inputs) == 1:
             return _continue(graph, node, value * float(np.asarray(scale[0].values()).reshape(-1)[0]), origin, activation, depth)
+        if is_zero and len(node.inputs) >= 2:
+            # A zero gate times a computed value is still zero (adaLN-Zero, gated branches):
+            # where the product goes decides, e.g. a residual add is the intended pattern.
+            return _continue(graph, node, value, origin, activation, depth)
         return RECOVERABLE, "its output is constant at init (multiplied by a gate)"
     if node.kind == g.ACTIVATION:
         name = node.activation
@@ -291,6 +296,27 @@ def lone_zero_layer_before_tanh():
     return model
 
 
+def adaln_zero_gate():
+    import torch
+    import torch.nn as nn
+
+    class DiTBlock(nn.Module):
+        """DiT's adaLN-Zero: the modulation is zero-initialized, so each block starts as the identity."""
+
+        def __init__(self, features: int):
+            super().__init__()
+            self.norm = nn.LayerNorm(features, elementwise_affine=False)
+            self.mlp = nn.Sequential(nn.Linear(features, features), nn.GELU(), nn.Linear(features, features))
+            self.gate = nn.Linear(features, features)
+            nn.init.zeros_(self.gate.weight)
+            nn.init.zeros_(self.gate.bias)
+
+        def forward(self, x):
+            return x + self.gate(torch.relu(x)) * self.mlp(self.norm(x))
+
+    return nn.Sequential(nn.Linear(16, 32), DiTBlock(32), DiTBlock(32), nn.Linear(32, 4))
+
+
 _CONV_INPUT = (2, 3, 8, 8)
 ZeroWeights.must_flag = (
     Example(zero_linear_before_relu, flagged=("2.weight",), severity="error"),
@@ -304,4 +330,5 @@ ZeroWeights.must_not_flag = (
     Example(zero_last_conv_of_residual_branch, input_shape=_CONV_INPUT),
     Example(zero_classifier_head),
     Example(rezero_gate),
+    Example(adaln_zero_gate),
 )
