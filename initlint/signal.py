@@ -83,6 +83,8 @@ class LayerSignal:
     # Downstream of a global pooling (a squeeze-excitation gate, a classifier head): the
     # gradient there is a sum over spatial positions whose number the graph does not know.
     pooled: bool = False
+    forward_anchor: str | None = None  # the weighted layers the ratios are relative to
+    backward_anchor: str | None = None
     assumed: str | None = None  # what was assumed where the op is not understood
     init: str | None = None  # the fingerprint of a weighted layer
 
@@ -157,7 +159,8 @@ def signal_of(graph: g.ModelGraph) -> Signal:
 def _propagate(graph: g.ModelGraph) -> Signal:
     sig = Signal()
     layers = list(graph.layers.values())
-    anchor: dict[str, float | None] = {}  # forward reference q on each layer's output path
+    # Forward reference on each layer's output path: (v of the chain's first weighted layer, its name).
+    anchor: dict[str, tuple[float, str] | None] = {}
 
     for layer in layers:
         producers = [sig.layers[p] for p in layer.inputs if p in sig.layers]
@@ -186,9 +189,10 @@ def _propagate(graph: g.ModelGraph) -> Signal:
                 s.v_out = sigma_w2 * v_in
                 fp = fingerprint(layer)
                 s.init = fp.describe() if fp is not None else None
-            if ref is None:
-                ref = s.v_out
-            s.forward_ratio = s.v_out / ref if ref else None
+            if ref is None and s.v_out > 0:
+                ref = (s.v_out, layer.name)
+            s.forward_ratio = s.v_out / ref[0] if ref else None
+            s.forward_anchor = ref[1] if ref else None
         elif kind == g.ACTIVATION:
             gains = activation_gains(layer.activation or "", q_in, _alpha(layer))
             if gains is None:
@@ -262,7 +266,7 @@ def _is_global_pool(layer: g.Layer) -> bool:
     return layer.kind == g.POOL and (layer.op in _GLOBAL_POOL_OPS or layer.op.startswith("Adaptive"))
 
 
-def _dominant_anchor(layer: g.Layer, producers: list[LayerSignal], anchor: dict) -> float | None:
+def _dominant_anchor(layer: g.Layer, producers: list[LayerSignal], anchor: dict) -> tuple[float, str] | None:
     """The forward reference of the input that carries the most signal (the skip path of a residual add)."""
     if not producers:
         return None
@@ -284,7 +288,8 @@ def _backward(graph: g.ModelGraph, sig: Signal, layers: list[g.Layer]) -> None:
     # the gradient scales with 1/std of the layer's own output, i.e. with the scale of W,
     # which the norm makes irrelevant); the reference is the gradient energy entering the
     # last weighted layer of each chain (the readout for a plain network).
-    anchor_out: dict[str, tuple[float, float | None]] = {}  # layer -> (largest contribution, its anchor)
+    # layer -> (largest gradient contribution it receives, that consumer's (energy, layer) reference)
+    anchor_out: dict[str, tuple[float, tuple[float, str] | None]] = {}
     for layer in reversed(layers):
         s = sig.layers[layer.name]
         s.grad_out = received[layer.name]
@@ -297,10 +302,11 @@ def _backward(graph: g.ModelGraph, sig: Signal, layers: list[g.Layer]) -> None:
         elif layer.is_weighted and layer.kind != g.EMBEDDING and s.grad_out > 0 and not s.pooled:
             if anchor is None:
                 width_in = next((sig.layers[p].width for p in layer.inputs if p in sig.layers and sig.layers[p].width), None)
-                anchor = s.grad_in * (width_in or layer.fan_in or 1)
+                anchor = (s.grad_in * (width_in or layer.fan_in or 1), layer.name)
                 s.backward_ratio = 1.0
             else:
-                s.backward_ratio = s.grad_out * (s.width or 1) / anchor
+                s.backward_ratio = s.grad_out * (s.width or 1) / anchor[0]
+            s.backward_anchor = anchor[1]
         for position, producer in enumerate(layer.inputs):
             if producer in received:
                 factor = factors[position] if position < len(factors) else (factors[0] if factors else 1.0)
@@ -394,3 +400,49 @@ def plain_chains(graph: g.ModelGraph, member) -> list[list[tuple[g.Layer, g.Laye
 def pre_activation_std(sig: Signal, activation: g.Layer) -> float:
     s = sig.get(activation.name)
     return math.sqrt(max(s.q_in, 0.0)) if s is not None else 1.0
+
+
+@dataclass
+class Crossing:
+    direction: str  # "forward" | "backward"
+    layer: g.Layer
+    anchor: str
+    ratio: float
+    layers_between: int  # weighted layers from the anchor to the crossing, both counted once
+
+    @property
+    def per_layer(self) -> float:
+        return self.ratio ** (1.0 / max(self.layers_between, 1))
+
+    def describe(self) -> str:
+        what = "input-dependent signal variance" if self.direction == "forward" else "gradient energy"
+        return (
+            f"predicted {what} at {self.layer.name} is {self.ratio:.2g}x that at {self.anchor} "
+            f"({self.layers_between} weighted layers, x{self.per_layer:.3g} per layer)"
+        )
+
+
+def first_crossings(graph: g.ModelGraph, low: float | None = None, high: float | None = None) -> list[Crossing]:
+    """Where the forward and the backward ratio first leave [low, high], walking each in its own direction.
+
+    Layers with all-zero weights, or whose signal is exactly zero because of one, are left to
+    IL101: a structural zero is not a depth effect.
+    """
+    sig = signal_of(graph)
+    found = []
+    judged = [
+        layer for layer in graph.layers.values()
+        if layer.is_weighted and layer.kind != g.EMBEDDING and not layer.weight.stats.all_zero
+    ]
+    for direction, ordered in (("forward", judged), ("backward", list(reversed(judged)))):
+        for layer in ordered:
+            s = sig[layer.name]
+            ratio = s.forward_ratio if direction == "forward" else s.backward_ratio
+            anchor = s.forward_anchor if direction == "forward" else s.backward_anchor
+            if ratio is None or ratio <= 0 or anchor is None:
+                continue
+            if (low is not None and ratio < low) or (high is not None and ratio > high):
+                between = abs(graph.depth.get(layer.name, 0) - graph.depth.get(anchor, 0))
+                found.append(Crossing(direction, layer, anchor, ratio, between))
+                break
+    return found
