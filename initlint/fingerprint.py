@@ -154,7 +154,7 @@ def fingerprint(layer: g.Layer) -> Fingerprint | None:
     cache = layer.__dict__.setdefault("_fingerprint", {})
     key = (id(weight), layer.fan_in, layer.fan_out)
     if key not in cache:
-        cache[key] = _fingerprint(weight, layer.fan_in, layer.fan_out, layer.unit_axis, scale=float(layer.attrs.get("alpha", 1.0)))
+        cache[key] = _fingerprint(weight, layer.fan_in, layer.fan_out, layer.unit_axis, scale=float(layer.attrs.get("alpha", 1.0)) if layer.op == "Gemm" else 1.0)
     return cache[key]
 
 

@@ -32,6 +32,7 @@ class TargetResult:
     elapsed_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     graph: ModelGraph | None = None
+    signal: list[dict] | None = None  # predicted variance per layer (initlint.signal)
 
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
@@ -44,6 +45,7 @@ class TargetResult:
             "findings": [f.to_json() for f in self.findings],
             "probe": self.probe,
             "notes": self.notes,
+            "signal": self.signal,
             "elapsed_s": round(self.elapsed_s, 4),
         }
 
@@ -56,6 +58,12 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     run = run_rules(graph, selected_rules(options), options.rule_settings)
     result.findings = run.findings
     result.notes.extend(graph.notes)
+    if graph.has_structure:
+        from .signal import signal_of  # computed once per graph, shared with the IL3xx rules
+
+        propagated = signal_of(graph)
+        result.signal = propagated.to_json()
+        result.notes.extend(propagated.notes)
     for code, why in run.skipped.items():
         result.notes.append(f"{code} skipped: {why}")
     for code, error in run.failures.items():

@@ -16,6 +16,7 @@ from onnx import TensorProto
 from .. import graph as g
 from ..errors import InitlintError
 from ..graph import Layer, ModelGraph, Tensor
+from .onnx_patterns import fold_decomposed_ops
 
 # ONNX element type -> (numpy dtype of the stored bytes, dtype after conversion).
 _RAW_DTYPES = {
@@ -328,6 +329,7 @@ def build_graph(model: onnx.ModelProto, model_path: Path) -> ModelGraph:
         if out.name in producer:
             graph.add(Layer(name=f"output:{out.name}", kind=g.OUTPUT, op="output", inputs=[producer[out.name]]))
     _attach_bias_adds(graph)
+    fold_decomposed_ops(graph)  # SiLU/GELU/Mish/RMSNorm written as elementwise subgraphs
     if any(node.op_type in ("If", "Loop", "Scan") for node in onnx_graph.node):
         graph.notes.append("control-flow subgraphs (If/Loop/Scan) are not inspected")
     return graph
