@@ -146,6 +146,11 @@ def weight_variance(layer: g.Layer) -> float:
     return layer.weight.stats.var * scale * scale
 
 
+def reliable(graph: g.ModelGraph) -> bool:
+    """False where the loader had to guess the edges (module registration order): no ratios then."""
+    return graph.has_structure and graph.metadata.get("structure") != "module-order"
+
+
 def signal_of(graph: g.ModelGraph) -> Signal:
     """The propagation result for ``graph``, computed once per graph and shared by the rules."""
     cached = graph.__dict__.get("_signal")
@@ -215,6 +220,11 @@ def _propagate(graph: g.ModelGraph) -> Signal:
                 for t in layer.const_inputs.values():
                     s.q_out *= _mean_sq(t, 1.0)
             s.v_out = s.q_out * min(1.0, sum(p.v_out / p.q_out for p in producers if p.q_out > 0))
+            if ref is not None and len(producers) > 1:
+                # A product of two computed values (a GLU, attention) is one step, not depth:
+                # carry the reference along so that the other factor's scale is not counted.
+                carrier = max(producers, key=lambda p: p.q_out)
+                ref = (ref[0] * math.prod(p.q_out for p in producers if p is not carrier), ref[1])
         elif kind == g.CONCAT:
             widths = [p.width or 1 for p in producers]
             total = sum(widths)
@@ -290,8 +300,13 @@ def _backward(graph: g.ModelGraph, sig: Signal, layers: list[g.Layer]) -> None:
     # last weighted layer of each chain (the readout for a plain network).
     # layer -> (largest gradient contribution it receives, that consumer's (energy, layer) reference)
     anchor_out: dict[str, tuple[float, tuple[float, str] | None]] = {}
+    # Layers whose gradient arrives only through attention logits (queries, keys): near-uniform
+    # attention at init passes them little gradient, which is normal (DESIGN.md §4).
+    logits_only: dict[str, bool] = {}
     for layer in reversed(layers):
         s = sig.layers[layer.name]
+        consumers = graph.consumers(layer)
+        logits_only[layer.name] = bool(consumers) and all(c.kind == g.SOFTMAX or logits_only.get(c.name, False) for c in consumers)
         s.grad_out = received[layer.name]
         factors = _backward_factors(layer, s, sig)
         s.grad_in = s.grad_out * (factors[0] if factors else 1.0)
@@ -299,7 +314,7 @@ def _backward(graph: g.ModelGraph, sig: Signal, layers: list[g.Layer]) -> None:
         anchor = anchor_out.get(layer.name, (0.0, None))[1]
         if layer.kind == g.NORM:
             anchor = None
-        elif layer.is_weighted and layer.kind != g.EMBEDDING and s.grad_out > 0 and not s.pooled:
+        elif layer.is_weighted and layer.kind != g.EMBEDDING and s.grad_out > 0 and not s.pooled and not logits_only[layer.name]:
             if anchor is None:
                 width_in = next((sig.layers[p].width for p in layer.inputs if p in sig.layers and sig.layers[p].width), None)
                 anchor = (s.grad_in * (width_in or layer.fan_in or 1), layer.name)
@@ -353,7 +368,7 @@ FEEDING_KINDS = (g.LINEAR, g.CONV, g.CONV_TRANSPOSE)
 def feeding_layer(graph: g.ModelGraph, activation: g.Layer) -> g.Layer | None:
     """The weighted layer whose output is ``activation``'s input (through reshapes, pooling, bias adds)."""
     before = graph.upstream(activation)
-    if len(before) == 1 and before[0].is_weighted and before[0].kind in FEEDING_KINDS:
+    if len(before) == 1 and reliable(graph) and before[0].is_weighted and before[0].kind in FEEDING_KINDS:
         return before[0]
     return None
 
@@ -373,6 +388,8 @@ def plain_chains(graph: g.ModelGraph, member) -> list[list[tuple[g.Layer, g.Laye
     the activation's only consumer is the next weighted layer and nothing else feeds it.
     """
     pair_of: dict[str, tuple[g.Layer, g.Layer]] = {}
+    if not reliable(graph):
+        return []
     for layer in graph.layers.values():
         if layer.kind != g.ACTIVATION:
             continue
@@ -428,6 +445,8 @@ def first_crossings(graph: g.ModelGraph, low: float | None = None, high: float |
     Layers with all-zero weights, or whose signal is exactly zero because of one, are left to
     IL101: a structural zero is not a depth effect.
     """
+    if not reliable(graph):
+        return []
     sig = signal_of(graph)
     found = []
     judged = [

@@ -8,7 +8,7 @@ import numpy as np
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
-from initlint.signal import feeding_layer, signal_of
+from initlint.signal import feeding_layer, reliable, signal_of
 
 
 class DeadReluBias(Rule):
@@ -60,6 +60,8 @@ class DeadReluBias(Rule):
     options = {"sigmas": 3.0, "error_fraction": 0.5, "warning_fraction": 0.25}
 
     def check(self, graph):
+        if not reliable(graph):
+            return
         sig = signal_of(graph)
         k = self.settings["sigmas"]
         for act in graph.layers.values():

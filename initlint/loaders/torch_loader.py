@@ -265,6 +265,7 @@ def graph_from_module(module, target: str) -> ModelGraph:
             f"torch.fx could not trace the model ({type(exc).__name__}: {' '.join(str(exc).split())[:160]}); "
             "the graph follows module registration order, so residual connections and functional activations are not seen"
         )
+        graph.metadata["structure"] = "module-order"  # edges guessed: signal rules stand down
         _graph_from_module_order(torch, module, graph)
         return graph
     _graph_from_fx(torch, module, traced, graph)
