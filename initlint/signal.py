@@ -49,7 +49,7 @@ def _gains(name: str, alpha: float | None, q_key: float) -> tuple[float, float] 
     phi = activations.apply(name, z, alpha)
     if phi is None:
         return None
-    h = 1e-5 * np.maximum(1.0, np.abs(z))
+    h = 1e-5 * math.sqrt(q) * np.maximum(1.0, np.abs(_T))  # relative to the scale: kinks stay sharp
     dphi = (activations.apply(name, z + h, alpha) - activations.apply(name, z - h, alpha)) / (2 * h)
     return float(np.dot(_W, phi * phi)) / q, float(np.dot(_W, dphi * dphi))
 
@@ -322,13 +322,20 @@ def _backward(graph: g.ModelGraph, sig: Signal, layers: list[g.Layer]) -> None:
             else:
                 s.backward_ratio = s.grad_out * (s.width or 1) / anchor[0]
             s.backward_anchor = anchor[1]
+        passed = anchor
+        if anchor is not None and layer.kind == g.LINEAR and layer.fan_in:
+            # A linear layer after a flatten reads `positions` spatial positions per channel;
+            # below it, widths count channels only, so compare energy per position.
+            width_in = next((sig.layers[p].width for p in layer.inputs if p in sig.layers and sig.layers[p].width), None)
+            if width_in and layer.fan_in > width_in and layer.fan_in % width_in == 0:
+                passed = (anchor[0] * width_in / layer.fan_in, anchor[1])
         for position, producer in enumerate(layer.inputs):
             if producer in received:
                 factor = factors[position] if position < len(factors) else (factors[0] if factors else 1.0)
                 contribution = s.grad_out * factor
                 received[producer] += contribution
                 if producer not in anchor_out or contribution > anchor_out[producer][0]:
-                    anchor_out[producer] = (contribution, anchor)
+                    anchor_out[producer] = (contribution, passed)
 
 
 def _backward_factors(layer: g.Layer, s: LayerSignal, sig: Signal) -> list[float]:

@@ -50,7 +50,8 @@ class ReluAfterGlorotInit(Rule):
 
     ## Known false positives
     When fan_out is much smaller than fan_in, Glorot and He fan_in nearly coincide; such
-    layers match both and are not reported. Layers whose weights match no init family
+    layers match both and are not reported. Where Glorot and another scheme fit equally
+    well (He fan_out on a 64×3×3×3 stem conv differs by under 5%), the finding is info only. Layers whose weights match no init family
     (trained weights) are never reported: the other IL3xx rules judge their measured scale.
 
     ## References
@@ -84,6 +85,10 @@ class ReluAfterGlorotInit(Rule):
                 severity = Severity.WARNING
             else:
                 severity = Severity.INFO
+            if all(_undecided(fingerprint(layer)) for layer, _ in chain):
+                # Glorot and another family fit equally well (a stem conv 64×3×3×3 where He
+                # fan_out is within 5%): report both, never guess (DESIGN.md §7).
+                severity = Severity.INFO
             first, first_act = chain[0]
             fp = fingerprint(first)
             count = f"{len(chain)} consecutive layers" if len(chain) > 1 else "1 layer"
@@ -104,6 +109,10 @@ class ReluAfterGlorotInit(Rule):
 
     must_flag = ()
     must_not_flag = ()
+
+
+def _undecided(fp) -> bool:
+    return fp.status == "ambiguous" and any(not name.startswith("glorot_") for name in fp.names)
 
 
 def _slope(activation: g.Layer) -> float | None:
