@@ -134,11 +134,12 @@ def is_orthogonal(weight: g.Tensor, unit_axis: int = 0) -> bool:
     cols = weight.size // max(rows, 1)
     if min(rows, cols) < 2:
         return False
-    matrix = _matrix(weight, unit_axis).astype(np.float64)
+    matrix = _matrix(weight, unit_axis)  # a view where the reader gives one
     if rows > cols:
         matrix = matrix.T
     step = max(1, matrix.shape[0] // ORTHO_SAMPLE_ROWS)
-    sample = matrix[::step][:ORTHO_SAMPLE_ROWS]
+    # Convert only the sampled rows: an embedding table can be gigabytes.
+    sample = np.asarray(matrix[::step][:ORTHO_SAMPLE_ROWS], dtype=np.float64)
     gram = sample @ sample.T
     gain2 = float(np.mean(np.diag(gram)))
     if gain2 <= 0:

@@ -61,9 +61,12 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     if graph.has_structure:
         from .signal import signal_of  # computed once per graph, shared with the IL3xx rules
 
-        propagated = signal_of(graph)
-        result.signal = propagated.to_json()
-        result.notes.extend(propagated.notes)
+        try:
+            propagated = signal_of(graph)
+            result.signal = propagated.to_json()
+            result.notes.extend(propagated.notes)
+        except Exception as exc:  # the findings stand without it
+            result.notes.append(f"signal propagation failed and was skipped: {type(exc).__name__}: {exc}")
     for code, why in run.skipped.items():
         result.notes.append(f"{code} skipped: {why}")
     for code, error in run.failures.items():

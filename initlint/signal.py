@@ -315,13 +315,13 @@ def _backward(graph: g.ModelGraph, sig: Signal, layers: list[g.Layer]) -> None:
         if layer.kind == g.NORM:
             anchor = None
         elif layer.is_weighted and layer.kind != g.EMBEDDING and s.grad_out > 0 and not s.pooled and not logits_only[layer.name]:
-            if anchor is None:
+            if anchor is None and s.grad_in > 0:
                 width_in = next((sig.layers[p].width for p in layer.inputs if p in sig.layers and sig.layers[p].width), None)
                 anchor = (s.grad_in * (width_in or layer.fan_in or 1), layer.name)
                 s.backward_ratio = 1.0
-            else:
+            elif anchor is not None:
                 s.backward_ratio = s.grad_out * (s.width or 1) / anchor[0]
-            s.backward_anchor = anchor[1]
+            s.backward_anchor = anchor[1] if anchor is not None else None
         passed = anchor
         if anchor is not None and layer.kind == g.LINEAR and layer.fan_in:
             # A linear layer after a flatten reads `positions` spatial positions per channel;
