@@ -83,6 +83,7 @@ class LayerSignal:
     # Downstream of a global pooling (a squeeze-excitation gate, a classifier head): the
     # gradient there is a sum over spatial positions whose number the graph does not know.
     pooled: bool = False
+    normalized_from: float | None = None  # q before a folded BatchNorm (eval-mode exports)
     forward_anchor: str | None = None  # the weighted layers the ratios are relative to
     backward_anchor: str | None = None
     assumed: str | None = None  # what was assumed where the op is not understood
@@ -106,6 +107,7 @@ class Signal:
     layers: dict[str, LayerSignal] = field(default_factory=dict)
     unknown_ops: dict[str, list[str]] = field(default_factory=dict)  # op -> layer names passed through
     branch_gates: set[str] = field(default_factory=set)  # constant-scaled residual branches
+    folded_norm: set[str] = field(default_factory=set)  # convolutions with BatchNorm folded in
     notes: list[str] = field(default_factory=list)
 
     def __getitem__(self, name: str) -> LayerSignal:
@@ -166,6 +168,12 @@ def _propagate(graph: g.ModelGraph) -> Signal:
     layers = list(graph.layers.values())
     # Forward reference on each layer's output path: (v of the chain's first weighted layer, its name).
     anchor: dict[str, tuple[float, str] | None] = {}
+    sig.folded_norm = _folded_batchnorm(graph)
+    if sig.folded_norm:
+        sig.notes.append(
+            f"no normalization layers, but {len(sig.folded_norm)} convolutions carry constant-folded weights: BatchNorm "
+            "appears folded into them (an eval-mode export); signal propagation treats them as normalized (DESIGN.md §10)"
+        )
 
     for layer in layers:
         producers = [sig.layers[p] for p in layer.inputs if p in sig.layers]
@@ -198,6 +206,10 @@ def _propagate(graph: g.ModelGraph) -> Signal:
                 ref = (s.v_out, layer.name)
             s.forward_ratio = s.v_out / ref[0] if ref else None
             s.forward_anchor = ref[1] if ref else None
+            if layer.name in sig.folded_norm and s.q_out > 0:
+                s.normalized_from = s.q_out
+                s.v_out, s.q_out = min(s.v_out / s.q_out, 1.0), 1.0
+                ref = None
         elif kind == g.ACTIVATION:
             gains = activation_gains(layer.activation or "", q_in, _alpha(layer))
             if gains is None:
@@ -258,6 +270,21 @@ def _propagate(graph: g.ModelGraph) -> Signal:
             "init-scheme rules (IL201, IL203) do not apply to them; signal rules use their measured variance"
         )
     return sig
+
+
+def _folded_batchnorm(graph: g.ModelGraph) -> set[str]:
+    """Convolutions that absorbed a BatchNorm at export (eval mode, constant folding).
+
+    The TorchScript exporter names a weight it computed by folding ``onnx::Conv_<n>``; a graph
+    with such convolutions and no normalization layer at all was exported with BatchNorm fused.
+    """
+    if graph.format != "onnx" or any(layer.kind == g.NORM for layer in graph.layers.values()):
+        return set()
+    return {
+        layer.name
+        for layer in graph.layers.values()
+        if layer.kind == g.CONV and layer.weight is not None and layer.weight.name.startswith("onnx::") and layer.bias is not None
+    }
 
 
 def _is_branch_gate(layer: g.Layer, sig: Signal) -> bool:
@@ -322,7 +349,7 @@ def _backward(graph: g.ModelGraph, sig: Signal, layers: list[g.Layer]) -> None:
             elif anchor is not None:
                 s.backward_ratio = s.grad_out * (s.width or 1) / anchor[0]
             s.backward_anchor = anchor[1] if anchor is not None else None
-        passed = anchor
+        passed = None if layer.name in sig.folded_norm else anchor
         if anchor is not None and layer.kind == g.LINEAR and layer.fan_in:
             # A linear layer after a flatten reads `positions` spatial positions per channel;
             # below it, widths count channels only, so compare energy per position.
@@ -349,6 +376,8 @@ def _backward_factors(layer: g.Layer, s: LayerSignal, sig: Signal) -> list[float
             # does. Whether the zeros are fatal is IL101's call, not a depth effect.
             s.assumed = "all-zero weight: gradient passed through as after the first update"
             return [1.0]
+        if s.normalized_from:
+            return [layer.fan_out * weight_variance(layer) / s.normalized_from]
         return [layer.fan_out * weight_variance(layer)]
     if kind == g.ACTIVATION:
         gains = activation_gains(layer.activation or "", s.q_in, _alpha(layer))

@@ -94,3 +94,29 @@ def test_healthy_model_has_no_error(build, example, form):
         sig = signal_of(graph)
         weighted = [layer for layer in graph.layers.values() if layer.is_weighted]
         assert weighted and all(sig[layer.name].q_out > 0 for layer in weighted if not layer.weight.stats.all_zero)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3_small", "resnet18"])
+def test_eval_mode_export_with_batchnorm_folded_has_no_error(name, tmp_path):
+    """Deployed exports fold BatchNorm into the convolutions (DESIGN.md §10): still healthy."""
+    import io
+
+    import onnx
+
+    from initlint.loaders.onnx_loader import build_graph
+
+    torch.manual_seed(0)
+    model = getattr(models, name)().eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(1, 3, 64, 64),), buffer, dynamo=False)  # constant folding on
+    proto = onnx.load_from_string(buffer.getvalue())
+    assert "BatchNormalization" not in {node.op_type for node in proto.graph.node}
+    graph = build_graph(proto, tmp_path / "model.onnx")
+    run = run_rules(graph, [rule for rule in registry() if rule.stage == "static"])
+    errors = [(f.code, f.location, f.message) for f in run.findings if f.severity >= Severity.ERROR]
+    assert not errors, errors
+    from initlint.signal import signal_of
+
+    assert any("BatchNorm appears folded" in note for note in signal_of(graph).notes)
