@@ -21,6 +21,13 @@ that of the first weighted layer after the last normalization (or graph input) o
 backward ratio is the gradient energy (variance × width) at its output over the energy entering
 the last weighted layer before the next normalization (or graph output). Neither counts the
 one-off scale of the input or of the readout, only what compounds with depth between norms.
+
+Not counted as depth, because they are deliberate or not depth at all: a residual branch scaled
+by a constant or parameter (LayerScale, ReZero), an all-zero layer (IL101's business), the
+gradient reaching queries and keys through attention logits, a product of two computed values
+(GLU, attention), and layers after a global pooling (gates, heads), whose gradient is a sum over
+positions the graph does not count. Convolutions into which an eval-mode export folded
+BatchNorm count as normalized.
 """
 
 from __future__ import annotations
