@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import activation_gains, plain_chains, signal_of, weight_variance
 

@@ -8,7 +8,6 @@ import math
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from initlint.engine import Severity, registry, run_rules
