@@ -175,6 +175,8 @@ def _propagate(graph: g.ModelGraph) -> Signal:
     layers = list(graph.layers.values())
     # Forward reference on each layer's output path: (v of the chain's first weighted layer, its name).
     anchor: dict[str, tuple[float, str] | None] = {}
+    if not reliable(graph):
+        sig.notes.append("the graph's edges were guessed from module order: the signal below is indicative only and no signal rule ran")
     sig.folded_norm = _folded_batchnorm(graph)
     if sig.folded_norm:
         sig.notes.append(
