@@ -39,6 +39,7 @@ class TargetResult:
     graph: ModelGraph | None = None
     # code -> "ran" | "skipped: why" | "failed: error", for each rule selected for this target.
     rules: dict[str, str] = field(default_factory=dict)
+    signal: list[dict] | None = None  # predicted variance per layer (initlint.signal)
 
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
@@ -52,6 +53,7 @@ class TargetResult:
             "probe": self.probe,
             "notes": self.notes,
             "model": self.model_summary(),
+            "signal": self.signal,
             "elapsed_s": round(self.elapsed_s, 4),
         }
 
@@ -96,6 +98,15 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
             why = run.skipped.get(rule.code) or run.failures.get(rule.code)
             result.rules[rule.code] = "ran" if why is None else f"{'skipped' if rule.code in run.skipped else 'failed'}: {why}"
     result.notes.extend(graph.notes)
+    if graph.has_structure:
+        from .signal import signal_of  # computed once per graph, shared with the IL3xx rules
+
+        try:
+            propagated = signal_of(graph)
+            result.signal = propagated.to_json()
+            result.notes.extend(propagated.notes)
+        except Exception as exc:  # the findings stand without it
+            result.notes.append(f"signal propagation failed and was skipped: {type(exc).__name__}: {exc}")
     for code, why in run.skipped.items():
         result.notes.append(f"{code} skipped: {why}")
     for code, error in run.failures.items():

@@ -18,6 +18,7 @@ from .. import graph as g
 from ..errors import InitlintError
 from ..graph import Layer, ModelGraph, Tensor
 from .onnx_scan import MappedFile, ScanError, read_structure
+from .onnx_patterns import fold_decomposed_ops
 
 # ONNX element type -> (numpy dtype of the stored bytes, dtype after conversion).
 _RAW_DTYPES = {
@@ -411,6 +412,7 @@ def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None
         if out.name in producer and f"output:{out.name}" not in graph.layers:
             graph.add(Layer(name=f"output:{out.name}", kind=g.OUTPUT, op="output", inputs=[producer[out.name]]))
     _attach_bias_adds(graph)
+    fold_decomposed_ops(graph)  # SiLU/GELU/Mish/RMSNorm written as elementwise subgraphs
     if any(node.op_type in ("If", "Loop", "Scan") for node in onnx_graph.node):
         graph.notes.append("control-flow subgraphs (If/Loop/Scan) are not inspected")
     if source.skipped_types:

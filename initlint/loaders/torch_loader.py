@@ -725,6 +725,7 @@ def graph_from_exported(program, target: str, fmt: str, strip_prefix: str = "", 
 
 
 def _graph_from_module_order(torch, module, graph: ModelGraph) -> None:
+    graph.metadata["structure"] = "module-order"  # edges are guessed: the signal rules stand down
     previous: str | None = None
     for name, child in module.named_modules():
         if not name or any(True for _ in child.children()):

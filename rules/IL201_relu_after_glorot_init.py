@@ -1,0 +1,199 @@
+"""IL201 relu-after-glorot-init."""
+
+from __future__ import annotations
+
+
+from initlint import graph as g
+from initlint.engine import Example, Rule, Severity
+from initlint.fingerprint import fingerprint
+from initlint.signal import activation_gains, plain_chains, weight_variance
+
+
+class ReluAfterGlorotInit(Rule):
+    """A ReLU-family activation fed by a layer whose weights are Glorot/Xavier-scaled.
+
+    ## What it does
+    Fingerprints each layer that feeds a ReLU, ReLU6, LeakyReLU or PReLU (DESIGN.md §7) and
+    reports the layers whose weights match Glorot/Xavier (normal or uniform) and not He. Runs
+    of such layers joined without normalization or skip connections are reported once, at
+    their first layer, with the variance they keep after the whole run.
+
+    ## Why is this bad?
+    Glorot init keeps fan_in·Var(W) ≈ 1, which preserves the variance of a linear or tanh
+    layer. A ReLU zeroes half of its input, so each Glorot + ReLU layer halves the signal's
+    variance, forward and backward (DESIGN.md §1, §3): 2^-10 ≈ 1e-3 after ten layers, and a
+    20-layer plain stack starts with gradients about a million times smaller at its first
+    layer than at its last. Severity follows that product: info while the run keeps more than
+    `warning_below` of the variance, warning below it, error below `error_below` (a 3-layer
+    network is at most a warning; a 20-layer plain stack is an error).
+
+    ## Example
+    ```python
+    layers = []
+    for _ in range(20):
+        linear = nn.Linear(256, 256)
+        nn.init.xavier_uniform_(linear.weight)
+        layers += [linear, nn.ReLU()]
+    model = nn.Sequential(*layers)
+    ```
+
+    ## How to fix
+    Use He/Kaiming init for layers followed by a ReLU:
+    `nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")` (Keras: `he_normal`), and
+    for LeakyReLU(a) `nn.init.kaiming_normal_(w, a=a, nonlinearity="leaky_relu")`. Or add
+    normalization layers or residual connections, which stop the compounding.
+
+    ## Options
+    - `warning_below` (0.1): variance kept by a run below which it is a warning.
+    - `error_below` (1e-3): below which it is an error (the IL301 threshold).
+
+    ## Known false positives
+    When fan_out is much smaller than fan_in, Glorot and He fan_in nearly coincide; such
+    layers match both and are not reported. Where Glorot and another scheme fit equally
+    well (He fan_out on a 64×3×3×3 stem conv differs by under 5%), the finding is info only. Layers whose weights match no init family
+    (trained weights) are never reported: the other IL3xx rules judge their measured scale.
+
+    ## References
+    - DESIGN.md §1-§3, §7
+    - He et al. 2015, "Delving Deep into Rectifiers" (the ½ factor of ReLU)
+    - Glorot & Bengio 2010, "Understanding the difficulty of training deep feedforward neural networks"
+    """
+
+    code = "IL201"
+    name = "relu-after-glorot-init"
+    severity = Severity.ERROR
+    needs_structure = True
+    options = {"warning_below": 0.1, "error_below": 1e-3}
+
+    def check(self, graph):
+        def glorot_relu(layer: g.Layer, activation: g.Layer) -> bool:
+            if activation.activation not in g.RELU_FAMILY:
+                return False
+            fp = fingerprint(layer)
+            return fp is not None and fp.has("glorot_") and not any("_fan_in" in name for name in fp.names)
+
+        for chain in plain_chains(graph, glorot_relu):
+            kept = 1.0
+            for layer, activation in chain:
+                gains = activation_gains(activation.activation, 1.0, _slope(activation))
+                kept *= layer.fan_in * weight_variance(layer) * gains[0]
+            per_layer = kept ** (1.0 / len(chain))
+            if kept <= self.settings["error_below"]:
+                severity = Severity.ERROR
+            elif kept <= self.settings["warning_below"]:
+                severity = Severity.WARNING
+            else:
+                severity = Severity.INFO
+            if all(_undecided(fingerprint(layer)) for layer, _ in chain):
+                # Glorot and another family fit equally well (a stem conv 64×3×3×3 where He
+                # fan_out is within 5%): report both, never guess (DESIGN.md §7).
+                severity = Severity.INFO
+            first, first_act = chain[0]
+            fp = fingerprint(first)
+            count = f"{len(chain)} consecutive layers" if len(chain) > 1 else "1 layer"
+            yield self.finding(
+                first.weight.name,
+                f"{count} with Glorot-scaled weights ({fp.describe()}) feed {first_act.activation}: "
+                f"each keeps {per_layer:.2f} of the signal variance, {kept:.2g} after the run",
+                severity,
+                evidence={
+                    "layers": [layer.name for layer, _ in chain],
+                    "init": fp.names,
+                    "kept_per_layer": per_layer,
+                    "kept": kept,
+                },
+                prediction={"forward_ratio": kept, "backward_ratio": kept, "layer": chain[-1][0].name},
+                fix=_fix(first_act),
+            )
+
+    must_flag = ()
+    must_not_flag = ()
+
+
+def _undecided(fp) -> bool:
+    return fp.status == "ambiguous" and any(not name.startswith("glorot_") for name in fp.names)
+
+
+def _slope(activation: g.Layer) -> float | None:
+    return float(activation.attrs["alpha"]) if "alpha" in activation.attrs else None
+
+
+def _fix(activation: g.Layer) -> str:
+    if activation.activation in ("leaky_relu", "prelu"):
+        a = activation.attrs.get("alpha", 0.01)
+        return f"nn.init.kaiming_normal_(layer.weight, a={a:g}, nonlinearity='leaky_relu') for each layer of the run (Keras: he_normal)"
+    return "nn.init.kaiming_normal_(layer.weight, nonlinearity='relu') for each layer of the run (Keras: he_normal)"
+
+
+# --- examples ---------------------------------------------------------------------------------
+
+
+def _relu_mlp(depth: int, init, width: int = 64, activation=None):
+    import torch.nn as nn
+
+    activation = activation or nn.ReLU
+    layers = [nn.Linear(16, width), activation()]
+    for _ in range(depth - 2):
+        layers += [nn.Linear(width, width), activation()]
+    layers.append(nn.Linear(width, 4))
+    model = nn.Sequential(*layers)
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            init(layer.weight)
+    return model
+
+
+def deep_relu_mlp_glorot():
+    import torch.nn as nn
+
+    return _relu_mlp(20, nn.init.xavier_uniform_)
+
+
+def deep_leaky_relu_mlp_glorot_normal():
+    import torch.nn as nn
+
+    return _relu_mlp(20, nn.init.xavier_normal_, activation=lambda: nn.LeakyReLU(0.1))
+
+
+def shallow_relu_mlp_glorot():
+    import torch.nn as nn
+
+    return _relu_mlp(3, nn.init.xavier_uniform_)
+
+
+def deep_relu_mlp_he():
+    import torch.nn as nn
+
+    return _relu_mlp(30, lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"))
+
+
+def glorot_relu_with_batchnorm():
+    import torch.nn as nn
+
+    layers = [nn.Linear(16, 64), nn.BatchNorm1d(64), nn.ReLU()]
+    for _ in range(18):
+        layers += [nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU()]
+    layers.append(nn.Linear(64, 4))
+    model = nn.Sequential(*layers)
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            nn.init.xavier_uniform_(layer.weight)
+    return model
+
+
+def glorot_tanh_mlp():
+    import torch.nn as nn
+
+    return _relu_mlp(20, nn.init.xavier_uniform_, activation=nn.Tanh)
+
+
+ReluAfterGlorotInit.must_flag = (
+    Example(deep_relu_mlp_glorot, flagged=("0.weight",), severity="error"),
+    Example(deep_leaky_relu_mlp_glorot_normal, flagged=("0.weight",), severity="error"),
+)
+# shallow_relu_mlp_glorot is at most a warning: tests/test_signal.py pins that.
+ReluAfterGlorotInit.must_not_flag = (
+    Example(deep_relu_mlp_he),
+    Example(glorot_relu_with_batchnorm),
+    Example(glorot_tanh_mlp),
+)

@@ -1,0 +1,120 @@
+"""IL203 selu-without-lecun."""
+
+from __future__ import annotations
+
+import math
+
+from initlint import graph as g
+from initlint.engine import Example, Rule, Severity
+from initlint.fingerprint import NORMAL, fingerprint, scale_tolerance
+from initlint.signal import feeding_layer, weight_variance
+
+
+class SeluWithoutLecun(Rule):
+    """A SELU activation fed by weights that are not LeCun-scaled (fan_in·Var(W) ≠ 1).
+
+    ## What it does
+    For every SELU fed by a weighted layer, compares fan_in·Var(W) with 1, the LeCun-normal
+    scale, within the sampling tolerance of the fingerprint (DESIGN.md §7), and names the
+    scheme the weights do match.
+
+    ## Why is this bad?
+    SELU's self-normalization (mean 0, variance 1 as a stable fixed point) is derived for
+    weights with fan_in·Var(W) = 1 and mean 0 (Klambauer et al. 2017). With He init (2) the
+    variance grows layer by layer, with PyTorch's default (1/3) it shrinks: the network
+    loses the property it used SELU for, and without normalization layers deep SELU stacks
+    drift like any other. AlphaDropout, not Dropout, keeps the fixed point in training.
+
+    ## Example
+    ```python
+    linear = nn.Linear(256, 256)
+    nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")  # Var 2/fan_in
+    block = nn.Sequential(linear, nn.SELU())
+    ```
+
+    ## How to fix
+    `nn.init.kaiming_normal_(linear.weight, nonlinearity="linear")` (LeCun normal; Keras:
+    `lecun_normal`), zero biases, and `nn.AlphaDropout` instead of `nn.Dropout`.
+
+    ## Options
+    - `error_factor` (0): when > 0, an error where fan_in·Var(W) is off by more than this
+      factor either way; by default every mismatch is a warning.
+
+    ## Known false positives
+    SELU layers followed by a normalization layer do not need the fixed point; they are still
+    reported as a warning because the author evidently chose SELU for self-normalization.
+
+    ## References
+    - Klambauer et al. 2017, "Self-Normalizing Neural Networks"
+    - DESIGN.md §3 (SELU gains), §6, §7
+    """
+
+    code = "IL203"
+    name = "selu-without-lecun"
+    severity = Severity.WARNING
+    needs_structure = True
+    options = {"error_factor": 0.0}
+
+    def check(self, graph):
+        for act in graph.layers.values():
+            if act.kind != g.ACTIVATION or act.activation != "selu":
+                continue
+            layer = feeding_layer(graph, act)
+            if layer is None or not layer.fan_in or layer.weight.stats.all_zero:
+                continue
+            sigma_w2 = layer.fan_in * weight_variance(layer)
+            n = layer.weight.stats.finite_count
+            if sigma_w2 <= 0 or abs(math.log(sigma_w2)) <= scale_tolerance(n, NORMAL):
+                continue
+            fp = fingerprint(layer)
+            factor = self.settings["error_factor"]
+            severity = Severity.ERROR if factor and abs(math.log(sigma_w2)) > math.log(factor) else Severity.WARNING
+            drift = "grows" if sigma_w2 > 1 else "shrinks"
+            yield self.finding(
+                layer.weight.name,
+                f"SELU needs fan_in·Var(W) = 1 (LeCun normal) to self-normalize; here it is {sigma_w2:.3g} "
+                f"({fp.describe() if fp else 'no fingerprint'}), so the variance {drift} layer by layer",
+                severity,
+                evidence={"sigma_w2": sigma_w2, "init": fp.names if fp else []},
+                fix="nn.init.kaiming_normal_(w, nonlinearity='linear') (LeCun normal), zero bias, nn.AlphaDropout",
+            )
+
+    must_flag = ()
+    must_not_flag = ()
+
+
+def _selu_mlp(init, depth: int = 6, width: int = 64):
+    import torch.nn as nn
+
+    layers = [nn.Linear(16, width), nn.SELU()]
+    for _ in range(depth - 2):
+        layers += [nn.Linear(width, width), nn.SELU()]
+    layers.append(nn.Linear(width, 4))
+    model = nn.Sequential(*layers)
+    for layer in model:
+        if isinstance(layer, nn.Linear):
+            init(layer.weight)
+    return model
+
+
+def selu_mlp_he_init():
+    import torch.nn as nn
+
+    return _selu_mlp(lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"))
+
+
+def selu_mlp_pytorch_default():
+    return _selu_mlp(lambda w: None)
+
+
+def selu_mlp_lecun_normal():
+    import torch.nn as nn
+
+    return _selu_mlp(lambda w: nn.init.kaiming_normal_(w, nonlinearity="linear"))
+
+
+SeluWithoutLecun.must_flag = (
+    Example(selu_mlp_he_init, flagged=("0.weight", "2.weight"), severity="warning"),
+    Example(selu_mlp_pytorch_default, flagged=("2.weight",), severity="warning"),
+)
+SeluWithoutLecun.must_not_flag = (Example(selu_mlp_lecun_normal),)

@@ -1,0 +1,141 @@
+"""IL301 vanishing-signal."""
+
+from __future__ import annotations
+
+from initlint.engine import Example, Rule, Severity
+from initlint.signal import first_crossings
+
+
+class VanishingSignal(Rule):
+    """The predicted forward signal or backward gradient shrinks below `low` along the depth.
+
+    ## What it does
+    Runs static signal propagation (DESIGN.md §1-§4): the second moment of every layer's
+    output, forward, and the gradient energy at every layer, backward, from each layer's
+    measured weight variance, its fans and the gain of the activation after it. Normalization
+    layers cut the chain; residual additions add variances. Reports where the forward ratio
+    (relative to the first weighted layer of the chain) or the backward ratio (relative to the
+    last) first falls below `low`, naming that layer and the factor per layer.
+
+    ## Why is this bad?
+    Each layer multiplies the signal's variance by about σ_w²·E[φ²]/q (forward) and the
+    gradient's by χ = σ_w²·E[φ'²] (backward). Below one this compounds geometrically: with
+    PyTorch's default Linear init (fan_in·Var = 1/3) and ReLU the factor is 1/6 per layer,
+    so a 30-layer MLP without normalization starts with its first layers receiving gradients
+    ~1e-23 times those of its last (DESIGN.md §2). Such networks do not train with SGD, and
+    train slowly at best with Adam.
+
+    ## Example
+    ```python
+    layers = []
+    for _ in range(30):
+        layers += [nn.Linear(256, 256), nn.ReLU()]  # PyTorch default init, no normalization
+    model = nn.Sequential(*layers)
+    ```
+
+    ## How to fix
+    Scale the weights for the activation: `nn.init.kaiming_normal_(w, nonlinearity="relu")`
+    for ReLU, `nn.init.xavier_uniform_(w, gain=nn.init.calculate_gain("tanh"))` for tanh; or
+    add normalization layers (BatchNorm/LayerNorm) or residual connections.
+
+    ## Options
+    - `low` (1e-3): the ratio below which the signal counts as vanished (AUTOTRAINER's β1).
+
+    ## Known false positives
+    Deliberately small residual branches (LayerScale, ReZero, SkipInit, zero-init branch
+    ends) are not counted as vanishing; all-zero layers are left to IL101. Ops initlint does
+    not model pass the variance through unchanged and are listed in the notes.
+
+    ## References
+    - DESIGN.md §1-§4, §8
+    - Schoenholz et al. 2017, "Deep Information Propagation"
+    - Zhang et al. 2021, "AUTOTRAINER" (β1 = 1e-3)
+    """
+
+    code = "IL301"
+    name = "vanishing-signal"
+    severity = Severity.ERROR
+    needs_structure = True
+    options = {"low": 1e-3}
+
+    def check(self, graph):
+        for crossing in first_crossings(graph, low=self.settings["low"]):
+            yield self.finding(
+                crossing.layer.weight.name,
+                f"{crossing.direction} signal vanishes: {crossing.describe()}, below {self.settings['low']:g}",
+                evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": crossing.anchor, "layers": crossing.layers_between},
+                prediction={f"{crossing.direction}_ratio": crossing.ratio, "layer": crossing.layer.name, "reference": crossing.anchor},
+                fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU (xavier with the activation's gain before tanh), or add normalization/residual connections",
+            )
+
+    must_flag = ()
+    must_not_flag = ()
+
+
+def _mlp(depth: int, init=None, width: int = 64):
+    import torch.nn as nn
+
+    layers = [nn.Linear(16, width), nn.ReLU()]
+    for _ in range(depth - 2):
+        layers += [nn.Linear(width, width), nn.ReLU()]
+    layers.append(nn.Linear(width, 4))
+    model = nn.Sequential(*layers)
+    if init is not None:
+        for layer in model:
+            if isinstance(layer, nn.Linear):
+                init(layer.weight)
+    return model
+
+
+def relu_mlp_30_pytorch_default():
+    return _mlp(30)
+
+
+def relu_mlp_20_glorot():
+    import torch.nn as nn
+
+    return _mlp(20, nn.init.xavier_uniform_)
+
+
+def relu_mlp_30_he():
+    import torch.nn as nn
+
+    return _mlp(30, lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"))
+
+
+def relu_mlp_30_default_with_layernorm():
+    import torch.nn as nn
+
+    layers = [nn.Linear(16, 64), nn.LayerNorm(64), nn.ReLU()]
+    for _ in range(28):
+        layers += [nn.Linear(64, 64), nn.LayerNorm(64), nn.ReLU()]
+    layers.append(nn.Linear(64, 4))
+    return nn.Sequential(*layers)
+
+
+def residual_mlp_default_init():
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(64)
+            self.fc1 = nn.Linear(64, 128)
+            self.act = nn.GELU()
+            self.fc2 = nn.Linear(128, 64)
+
+        def forward(self, x):
+            return x + self.fc2(self.act(self.fc1(self.norm(x))))
+
+    return nn.Sequential(nn.Linear(16, 64), *[Block() for _ in range(12)], nn.LayerNorm(64), nn.Linear(64, 4))
+
+
+VanishingSignal.must_flag = (
+    Example(relu_mlp_30_pytorch_default, flagged=("8.weight",), severity="error"),
+    Example(relu_mlp_20_glorot, flagged=("22.weight",), severity="error"),
+)
+VanishingSignal.must_not_flag = (
+    Example(relu_mlp_30_he),
+    Example(relu_mlp_30_default_with_layernorm),
+    Example(residual_mlp_default_init),
+)
