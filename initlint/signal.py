@@ -180,8 +180,9 @@ def _propagate(graph: g.ModelGraph) -> Signal:
     sig.folded_norm = _folded_batchnorm(graph)
     if sig.folded_norm:
         sig.notes.append(
-            f"no normalization layers, but {len(sig.folded_norm)} convolutions carry constant-folded weights: BatchNorm "
-            "appears folded into them (an eval-mode export); signal propagation treats them as normalized (DESIGN.md §10)"
+            f"no normalization layers, but {len(sig.folded_norm)} convolutions look like conv+BatchNorm pairs of an eval-mode "
+            "export (BatchNorm folded into constant-folded weights, or dropped as the identity it is at init, leaving "
+            "bias-free convolutions); signal propagation treats them as normalized (DESIGN.md §10)"
         )
 
     for layer in layers:
@@ -284,15 +285,20 @@ def _propagate(graph: g.ModelGraph) -> Signal:
 def _folded_batchnorm(graph: g.ModelGraph) -> set[str]:
     """Convolutions that absorbed a BatchNorm at export (eval mode, constant folding).
 
-    The TorchScript exporter names a weight it computed by folding ``onnx::Conv_<n>``; a graph
-    with such convolutions and no normalization layer at all was exported with BatchNorm fused.
+    The TorchScript exporter names a weight it computed by folding ``onnx::Conv_<n>``. The
+    dynamo exporter drops a freshly initialized BatchNorm outright (running mean 0, variance 1:
+    the identity), leaving the convolution without a bias; convolutions are written
+    ``bias=False`` precisely when a normalization follows them. In a graph with no normalization
+    layer at all, either sign marks a conv+BatchNorm pair of an eval-mode export.
     """
     if graph.format != "onnx" or any(layer.kind == g.NORM for layer in graph.layers.values()):
         return set()
     return {
         layer.name
         for layer in graph.layers.values()
-        if layer.kind == g.CONV and layer.weight is not None and layer.weight.name.startswith("onnx::") and layer.bias is not None
+        if layer.kind == g.CONV
+        and layer.weight is not None
+        and (layer.bias is None or layer.weight.name.startswith("onnx::"))
     }
 
 

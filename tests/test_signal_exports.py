@@ -1,0 +1,46 @@
+"""Inference-form exports of BatchNorm networks must not look like plain deep stacks (DESIGN.md §10)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch")
+from torch import nn  # noqa: E402
+
+from initlint.engine import Severity  # noqa: E402
+from initlint.runner import LintOptions, lint_target  # noqa: E402
+
+
+def conv_stack(depth: int, batchnorm: bool) -> nn.Module:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Conv2d(3, 16, 3, padding=1, bias=not batchnorm)]
+    for _ in range(depth):
+        if batchnorm:
+            layers.append(nn.BatchNorm2d(16))
+        layers += [nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1, bias=not batchnorm)]
+    layers += [nn.Flatten(), nn.Linear(16 * 8 * 8, 4)]
+    return nn.Sequential(*layers).eval()  # PyTorch's default init: the signal falls x6 per ReLU layer
+
+
+def export(model: nn.Module, path, dynamo: bool) -> str:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (torch.randn(2, 3, 8, 8),), str(path), dynamo=dynamo, verbose=False)
+    return str(path)
+
+
+def errors(path: str) -> set[str]:
+    result = lint_target(path, LintOptions(select=["IL3"], probe="never"))
+    assert result.error is None, result.error
+    return {f.code for f in result.findings if f.severity >= Severity.ERROR}
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript-exporter", "dynamo-exporter"])
+def test_eval_mode_export_of_a_batchnorm_stack_is_not_a_vanishing_signal(tmp_path, dynamo):
+    assert not errors(export(conv_stack(12, batchnorm=True), tmp_path / "bn.onnx", dynamo))
+
+
+def test_the_same_stack_without_batchnorm_is_still_flagged(tmp_path):
+    assert "IL301" in errors(export(conv_stack(12, batchnorm=False), tmp_path / "plain.onnx", dynamo=False))
