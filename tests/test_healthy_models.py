@@ -119,4 +119,4 @@ def test_eval_mode_export_with_batchnorm_folded_has_no_error(name, tmp_path):
     assert not errors, errors
     from initlint.signal import signal_of
 
-    assert any("BatchNorm appears folded" in note for note in signal_of(graph).notes)
+    assert any("conv+BatchNorm pairs of an eval-mode export" in note for note in signal_of(graph).notes)

@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import logging
 import operator
+import re
 import os
 import sys
 import warnings
@@ -500,6 +501,11 @@ def _fans(weight_shape: tuple[int, ...], groups: int = 1) -> tuple[int, int]:
     return weight_shape[1] * receptive, (weight_shape[0] // max(groups, 1)) * receptive
 
 
+# Normalization modules by class name: nn.LayerNorm, BatchNorm2d, and hand-written ones
+# (LlamaRMSNorm, T5LayerNorm, ...).
+_NORM_CLASS = re.compile(r"Norm(\d+d)?$")
+
+
 def classify_module(torch, layer: Layer, module, prefix: str) -> None:
     """Fill kind, params and fans of ``layer`` from a leaf nn.Module."""
     nn = torch.nn
@@ -540,7 +546,7 @@ def classify_module(torch, layer: Layer, module, prefix: str) -> None:
     elif cls_name == "Conv1D" and hasattr(module, "nf"):  # HF transformers: weight stored [in, out]
         layer.kind, layer.unit_axis = g.LINEAR, 1
         layer.fan_in, layer.fan_out = module.weight.shape[0], module.weight.shape[1]
-    elif issubclass(cls, norms) or cls_name.endswith(("RMSNorm", "LayerNorm")):
+    elif issubclass(cls, norms) or _NORM_CLASS.search(cls_name):
         layer.kind = g.NORM
     elif cls in activations:
         layer.kind, layer.attrs["activation"] = g.ACTIVATION, activations[cls]
@@ -602,7 +608,7 @@ def graph_from_module(module, target: str, example_input=None, options=None) -> 
     for name, param in module.named_parameters():
         graph.tensors[name] = tensor_of(name, param)
     try:
-        traced = torch.fx.symbolic_trace(module)
+        traced = _trace_keeping_norms(torch, module)
     except Exception as exc:
         fx_failure = f"torch.fx could not trace the model ({type(exc).__name__}: {_short(exc)[:160]})"
     else:
@@ -757,6 +763,29 @@ def _module_path(node, strip_prefix: str = "") -> str | None:
     return path[len(strip_prefix):] if strip_prefix and path.startswith(strip_prefix) else path
 
 
+def _trace_keeping_norms(torch, module):
+    """torch.fx tracing that keeps normalization modules whole: a hand-written RMSNorm is one
+    layer to its user, not a pow/mean/rsqrt/mul chain."""
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, child, qualified_name):
+            return bool(_NORM_CLASS.search(type(child).__name__)) or super().is_leaf_module(child, qualified_name)
+
+    return torch.fx.GraphModule(module, Tracer().trace(module))
+
+
+def _norm_module_path(node, strip_prefix: str = "") -> str | None:
+    """The module path when ``node`` runs inside a normalization module (by its class name)."""
+    stack = node.meta.get("nn_module_stack") if hasattr(node, "meta") else None
+    if not stack:
+        return None
+    path, cls = list(stack.values())[-1][:2]
+    cls_name = getattr(cls, "__name__", str(cls)).rsplit(".", 1)[-1].strip("'>")
+    if not isinstance(path, str) or not path or "[" in path or not _NORM_CLASS.search(cls_name):
+        return None
+    return path[len(strip_prefix):] if strip_prefix and path.startswith(strip_prefix) else path
+
+
 def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Tensor] | None = None, strip_prefix: str = "") -> None:
     """``lifted``: for a torch.export graph, the placeholders that are parameters, buffers or
     constants (by placeholder name); layers are then named after their weight's module."""
@@ -766,8 +795,31 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
     produced: dict[str, str] = {}  # fx node name -> layer name
     used: set[str] = set()
     aten = lifted is not None
+    norm_call: tuple[str, Layer] | None = None  # the normalization module call being collapsed
     for node in traced.graph.nodes:
         inputs = [n for n in node.all_input_nodes]
+        norm_path = _norm_module_path(node, strip_prefix) if aten and node.op == "call_function" else None
+        computed = inputs and not all(n.name in consts or n.name in shape_only for n in inputs)
+        starts_norm_op = _function_name(node.target) in _FUNCTION_NORMS if norm_path is not None else False
+        if norm_path is not None and computed and (norm_call is not None and norm_call[0] == norm_path or not starts_norm_op):
+            # A normalization written as elementwise ops (HF's RMSNorm: pow, mean, rsqrt, mul):
+            # one NORM layer for the whole module call, as the module is one layer to its user.
+            if norm_call is None or norm_call[0] != norm_path:
+                name = norm_path if norm_path not in graph.layers else f"{norm_path}#{node.name}"
+                norm_call = (norm_path, graph.add(Layer(name=name, kind=g.NORM, op="norm-module")))
+            layer = norm_call[1]
+            for producer in inputs:
+                if producer.name in produced and produced[producer.name] != layer.name and produced[producer.name] not in layer.inputs:
+                    layer.inputs.append(produced[producer.name])
+                elif producer.name in consts and consts[producer.name].ndim == 1 and consts[producer.name] not in layer.params.values():
+                    role = "weight" if "weight" not in layer.params else "bias"
+                    layer.params.setdefault(role, consts[producer.name])
+            graph.__dict__.pop("_consumers", None)
+            graph.__dict__.pop("depth", None)
+            produced[node.name] = layer.name
+            continue
+        if norm_path is None or not starts_norm_op:
+            norm_call = None
         if node.op == "placeholder":
             if aten and node.name in lifted:
                 consts[node.name] = lifted[node.name]
@@ -828,6 +880,8 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
                 layer.const_inputs[len(layer.const_inputs) + 100] = Tensor(f"{node.name}.scalar", (), "float32", lambda value=value: value)
         graph.add(layer)
         produced[node.name] = layer.name
+        if norm_path is not None and starts_norm_op:
+            norm_call = (norm_path, layer)  # the rest of this module call (getitem, ...) joins it
 
 
 def _has_tensor_const(inputs, consts) -> bool:
