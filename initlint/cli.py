@@ -14,6 +14,7 @@ from . import __version__
 from .engine import Severity, registry
 from .loaders import LoadOptions
 from .report import render_json, render_text
+from .probe import ProbeOptions
 from .runner import LintOptions, lint_target
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
@@ -78,14 +79,22 @@ def main():
 @click.option("--input-shape", multiple=True, help="Example input shape: 2,3,64,64 or NAME=2,3,64,64 per input.")
 @click.option("--input-dtype", default=None, help="Example input dtype, e.g. float32 or int64 (token ids).")
 @click.option("--probe", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True, help="When to run the dynamic gradient-flow probe.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the probe's batches and labels.")
+@click.option("--probe-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="Seconds the probe may run; past it, its verdicts are inconclusive.")
+@click.option("--train-steps", type=click.IntRange(min=0), default=0, show_default=True, help="Plain-SGD steps the probe runs on its batch to see whether the loss moves.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw the probe's per-layer forward and backward signal to FILE (.png or .svg).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where the probe runs the model.")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling .pt/.pth files. Unpickling runs arbitrary code from the file: only for files you trust.")
-def check(targets, output_format, select, ignore, fail_on, quiet, show_fixes, input_shape, input_dtype, probe, trust_pickle):
+def check(targets, output_format, select, ignore, fail_on, quiet, show_fixes, input_shape, input_dtype, probe, seed, probe_timeout, train_steps, plot_file, device, trust_pickle):
     """Lint TARGETS: model files (.onnx, .pt2, TorchScript, state dicts) or module:callable specs."""
+    if plot_file and not plot_file.lower().endswith((".png", ".svg")):
+        raise click.BadParameter(f"{plot_file!r}: the plot is written as .png or .svg", param_hint="--plot")
     options = LintOptions(
         select=_split_codes(select) or None,
         ignore=_split_codes(ignore),
         probe=probe,
         load=LoadOptions(input_shapes=parse_input_shapes(input_shape), input_dtype=input_dtype, trust_pickle=trust_pickle),
+        probe_options=ProbeOptions(seed=seed, timeout_s=probe_timeout, train_steps=train_steps, plot=plot_file, device=device),
     )
     results = [lint_target(target, options) for target in targets]
     if output_format == "json":

@@ -10,6 +10,7 @@ from .engine import Finding, Rule, Severity, registry, run_rules
 from .errors import InitlintError
 from .graph import ModelGraph
 from .loaders import LoadOptions, detect_format, load
+from .probe import ProbeOptions
 
 
 @dataclass
@@ -20,6 +21,7 @@ class LintOptions:
     load: LoadOptions = field(default_factory=LoadOptions)
     # rule code -> {option: value}
     rule_settings: dict[str, dict] = field(default_factory=dict)
+    probe_options: ProbeOptions = field(default_factory=ProbeOptions)
 
 
 @dataclass
@@ -63,7 +65,9 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     for module, error in registry().broken.items():
         result.notes.append(f"rule module {module} could not be loaded: {error}")
     if options.probe != "never":
-        result.notes.append("the dynamic probe is not available yet; static findings only")
+        from .probe import probe_target
+
+        probe_target(graph, result, options)
 
 
 def lint_target(target: str, options: LintOptions) -> TargetResult:

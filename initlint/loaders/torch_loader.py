@@ -256,6 +256,7 @@ def graph_from_module(module, target: str) -> ModelGraph:
     """Trace ``module`` with torch.fx; fall back to module order when tracing fails."""
     torch = require_torch(target)
     graph = ModelGraph(target=target, format="torch")
+    graph.metadata["module"] = module  # the live module, for the dynamic probe (never mutated)
     for name, param in module.named_parameters():
         graph.tensors[name] = tensor_of(name, param)
     try:

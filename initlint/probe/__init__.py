@@ -1,0 +1,146 @@
+"""The dynamic probe: run the model for a few seeded forward + backward passes, measure its signal
+per layer, and confirm or refute what the static rules predicted (DESIGN §8, §10).
+
+Static rules predict; the probe measures. It runs on a private copy of the model (the user's
+object is never touched), on CPU unless asked otherwise, with every seed fixed. torch is
+imported only when a probe actually runs, so the ONNX-only static path never needs it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from ..engine import Severity, registry, run_rules
+from ..graph import ModelGraph
+
+MODES = ("auto", "always", "never")
+
+
+@dataclass
+class ProbeOptions:
+    seed: int = 0
+    timeout_s: float = 60.0
+    train_steps: int = 0
+    plot: str | None = None  # a .png or .svg path for the per-layer signal plot
+    device: str = "cpu"
+
+
+def should_run(mode: str, graph: ModelGraph, findings) -> bool:
+    """auto: only when a static finding at warning or above exists; always: every model."""
+    if mode == "never" or not graph.has_structure:
+        return False
+    return mode == "always" or any(f.severity >= Severity.WARNING for f in findings)
+
+
+def run_probe(graph: ModelGraph, input_shapes=None, input_dtype=None, options: ProbeOptions | None = None) -> dict:
+    """Run and measure; always returns a dict whose ``status`` is ok, timeout or unavailable."""
+    options = options or ProbeOptions()
+    start = time.perf_counter()
+    try:
+        import torch
+    except ImportError:
+        return {"status": "unavailable", "reason": "the probe needs PyTorch, which is not installed (pip install 'initlint[torch]')"}
+    from .measure import Budget, Progress, ProbeTimeout, measure
+    from .model import ProbeUnavailable, prepare
+
+    notes = []
+    device = options.device
+    if device != "cpu" and not _device_available(torch, device):
+        notes.append(f"device {device!r} is not available here; the probe ran on cpu")
+        device = "cpu"
+    progress = Progress(graph.target, start)
+    budget = Budget(options.timeout_s, start)
+    try:
+        with _seeded(torch, options.seed):
+            runnable = prepare(graph, dict(input_shapes or {}), input_dtype, device)
+            notes.extend(runnable.notes)
+            measured = measure(graph, runnable, options.seed, budget, options.train_steps, progress)
+        status, reason = "ok", None
+    except ProbeUnavailable as exc:
+        measured, status, reason = {}, "unavailable", str(exc)
+    except ProbeTimeout as exc:
+        measured, status, reason = {}, "timeout", str(exc)
+    except Exception as exc:  # the model raised while running: the static findings still stand
+        detail = " ".join(str(exc).split())[:240]
+        measured, status, reason = {}, "unavailable", f"running the model failed ({type(exc).__name__}: {detail})"
+    finally:
+        progress.done()
+    result = {"status": status, "reason": reason, "device": device, **measured, "notes": notes}
+    result["elapsed_s"] = round(time.perf_counter() - start, 3)
+    return _rounded(result)
+
+
+def _device_available(torch, device: str) -> bool:
+    if device.startswith("cuda"):
+        return torch.cuda.is_available()
+    if device == "mps":
+        return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    return False
+
+
+class _seeded:
+    """Fix torch's global seed for the probe and put the caller's RNG state back afterwards."""
+
+    def __init__(self, torch, seed: int):
+        self.torch, self.seed = torch, seed
+
+    def __enter__(self):
+        self.state = self.torch.random.get_rng_state()
+        self.torch.manual_seed(self.seed)
+
+    def __exit__(self, *exc):
+        self.torch.random.set_rng_state(self.state)
+        return False
+
+
+def _rounded(value):
+    """Six significant digits: the same command prints the same numbers; inf/nan become None."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return None
+        return float(f"{value:.6g}")
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def probe_target(graph: ModelGraph, result, options) -> None:
+    """The probe stage of lint_graph: run it when the mode asks, confirm the static findings,
+    run the probe-stage rules (with --probe always) and draw the plot."""
+    from ..runner import selected_rules
+    from .confirm import confirm_findings
+
+    probe_options: ProbeOptions = getattr(options, "probe_options", None) or ProbeOptions()
+    if not should_run(options.probe, graph, result.findings):
+        return
+    probe = run_probe(graph, options.load.input_shapes, options.load.input_dtype, probe_options)
+    result.probe = probe
+    result.notes.extend(probe.pop("notes", []))
+    if probe["status"] != "ok":
+        result.notes.append(f"the dynamic probe did not run to the end: {probe['reason']}")
+        confirm_findings(result.findings, None, probe["reason"])
+        return
+    confirm_findings(result.findings, probe)
+    if options.probe == "always":
+        graph.metadata["probe"] = probe
+        run = run_rules(graph, selected_rules(options), options.rule_settings, stage="probe")
+        result.findings.extend(run.findings)
+        for code, error in run.failures.items():
+            result.notes.append(f"{code} failed and was skipped: {error}")
+    if probe_options.plot:
+        from ..plot import plot_probe
+
+        try:
+            plot_probe(probe, result.findings, probe_options.plot, title=graph.target)
+        except Exception as exc:
+            result.notes.append(f"the plot could not be written to {probe_options.plot} ({type(exc).__name__}: {exc})")
+
+
+def measurement_of(graph: ModelGraph) -> dict | None:
+    """The probe's measurement for probe-stage rules; None when the probe did not run to the end."""
+    probe = graph.metadata.get("probe")
+    return probe if probe and probe.get("status") == "ok" else None
