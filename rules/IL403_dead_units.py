@@ -60,9 +60,11 @@ class DeadUnits(Rule):
         if probe is None:
             return
         limit = self.settings["dead_fraction_above"]
+        # An all-zero layer outputs its bias, not a dead unit's pre-activation: that is IL101's.
+        zero = {layer.name for layer in graph.weighted_layers() if layer.weight.stats.all_zero}
         for row in probe.get("layers", []):
             dead = row.get("dead_fraction")
-            if dead is not None and dead > limit:
+            if dead is not None and dead > limit and row["layer"] not in zero:
                 yield self.finding(
                     row.get("weight") or row["layer"],
                     f"{dead:.0%} of the units after {row['layer']} are inactive (<= 0) for every sample of the probe batch (above {limit:.0%})",

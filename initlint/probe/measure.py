@@ -298,15 +298,15 @@ def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_W
     the last over the first weighted layer; gradient ratio: the norm of the loss gradient with
     respect to the first weighted layer's output over that of the last (DESIGN §8, whose
     thresholds and measurements — 3.6e-5 at ReLU + Xavier depth 30, ≈48 for ResNet-50 — are
-    of norms, not of per-element RMS). Layers whose weights
+    of norms, not of per-element RMS). An exactly zero signal at either end is left out. Layers whose weights
     are all zero carry no signal by construction (a zero head, a LoRA B) and are left out; an
-    exactly-zero gradient is the frozen-parameter check's business, not a ratio."""
+    exactly-zero gradient or signal is the frozen-parameter check's business, not a ratio."""
     signal = [w.layer.name for w in watched if w.layer.weight is not None and not w.layer.weight.stats.all_zero]
     forward, backward = [], []
     for rows in per_seed:
         q = [(n, rows[n].get("weight_second_moment")) for n in signal if rows[n].get("weight_second_moment") is not None]
         d = [(n, rows[n].get("grad_norm")) for n in signal if rows[n].get("grad_norm") is not None]
-        if len(q) >= 2:
+        if len(q) >= 2 and q[0][1] > 0 and q[-1][1] > 0:
             forward.append(_ratio(q[-1][1], q[0][1]))
         if len(d) >= 2 and d[0][1] > 0 and d[-1][1] > 0:
             backward.append(_ratio(d[0][1], d[-1][1]))

@@ -213,6 +213,7 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
     for index, node in enumerate(proto.graph.node):
         node.name = f"n{index}"  # module names onnx2torch can use, and that map back to layers
     _training_form(proto)
+    notes = _older_converters(proto)
     try:
         module = onnx2torch.convert(proto, attach_onnx_mapping=True)
     except NotImplementedError as exc:
@@ -226,7 +227,32 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
         if name in graph.layers and hasattr(module, node.name):
             layer_modules[name] = node.name
     make_inputs, shapes = _onnx_inputs(torch, graph, input_shapes, input_dtype)
-    return Runnable(module, make_inputs, layer_modules, param_names, shapes)
+    return Runnable(module, make_inputs, layer_modules, param_names, shapes, notes)
+
+
+def _older_converters(proto) -> list[str]:
+    """onnx2torch registers converters per opset version of an op and lags behind ONNX: where an
+    op of this model has no converter at its version, use the newest older one (new versions of
+    Identity, Reshape, Relu, ... mostly widen the accepted types) and say so."""
+    from onnx import defs
+    from onnx2torch.node_converters import registry
+
+    opset = {(op.domain or ""): op.version for op in proto.opset_import}
+    table = registry._CONVERTER_REGISTRY
+    notes = []
+    for op_type in sorted({node.op_type for node in proto.graph.node if node.domain in ("", "ai.onnx")}):
+        try:
+            since = defs.get_schema(op_type, max_inclusive_version=opset.get("", 1), domain="").since_version
+        except Exception:
+            continue
+        wanted = registry.OperationDescription("", op_type, since)
+        if wanted in table:
+            continue
+        older = sorted(d.version for d in table if d.domain == "" and d.operation_type == op_type and d.version < since)
+        if older:
+            table[wanted] = table[registry.OperationDescription("", op_type, older[-1])]
+            notes.append(f"the probe ran ONNX {op_type} (opset {since}) with onnx2torch's opset-{older[-1]} converter")
+    return notes
 
 
 def _onnx_layer_names(proto) -> dict[int, str]:
@@ -254,7 +280,21 @@ def _training_form(proto) -> None:
             tensor = numpy_helper.to_array(value.t)
             proto.graph.initializer.append(numpy_helper.from_array(tensor, node.output[0]))
             proto.graph.node.remove(node)
-    used = {name for node in proto.graph.node for name in node.input} | {o.name for o in proto.graph.output}
+    # The TorchScript exporter links shared initializers through Identity nodes (DESIGN §10);
+    # onnx2torch wants the weights of Conv/Gemm as initializers, so point the uses at the source.
+    initializers = {init.name for init in proto.graph.initializer}
+    graph_outputs = {o.name for o in proto.graph.output}
+    alias = {}
+    for node in list(proto.graph.node):
+        if node.op_type == "Identity" and node.input and node.input[0] in initializers and node.output[0] not in graph_outputs:
+            alias[node.output[0]] = node.input[0]
+            proto.graph.node.remove(node)
+    if alias:
+        for node in proto.graph.node:
+            for i, name in enumerate(node.input):
+                if name in alias:
+                    node.input[i] = alias[name]
+    used = {name for node in proto.graph.node for name in node.input} | graph_outputs
     for node in proto.graph.node:
         if node.op_type == "BatchNormalization" and len(node.output) > 1 and not any(o in used for o in node.output[1:]):
             del node.output[1:]
