@@ -122,9 +122,11 @@ def _watch_list(graph: ModelGraph, runnable: Runnable) -> list[_Watched]:
         dead_module, dead_from_output = None, False
         after = graph.downstream(layer, through=g.TRANSPARENT_KINDS | {g.NORM})
         if len(after) == 1 and after[0].kind == g.ACTIVATION and after[0].activation in g.RELU_FAMILY:
-            dead_module = runnable.layer_modules.get(after[0].name)
-            if dead_module is None:
-                dead_from_output = graph.activation_after(layer) is after[0]
+            # Straight into the activation, a unit is inactive where z <= 0: judged in the layer's
+            # own hook. Through a normalization, the activation's output has to be watched.
+            dead_from_output = graph.activation_after(layer) is after[0]
+            if not dead_from_output:
+                dead_module = runnable.layer_modules.get(after[0].name)
         watched.append(_Watched(layer, module_name, unit_axis, dead_module, dead_from_output))
     return watched
 
@@ -134,22 +136,37 @@ def _inactive_fraction(torch, value, unit_axis: int) -> float:
     if value.ndim < 2:
         return float("nan")
     axis = unit_axis % value.ndim
-    moved = value.detach().movedim(axis, 0).reshape(value.shape[axis], -1)
-    return float((moved.max(dim=1).values <= 0).float().mean())
+    dims = tuple(d for d in range(value.ndim) if d != axis)
+    return float((value.amax(dim=dims) <= 0).float().mean())
 
 
-def _without_bias(value, module, unit_axis: int):
-    """The layer's output less its bias: the part of the forward signal that carries the input
-    (a bias adds a constant that would hide a vanished signal, e.g. at a default-init head)."""
-    bias = getattr(module, "bias", None)
-    if bias is None or not hasattr(bias, "shape") or value.ndim < 2 or bias.ndim != 1:
-        return value
+def _output_stats(torch, value, module, unit_axis: int, dead_from_output: bool) -> dict:
+    """Mean, std and second moment of a layer's output, with and without its bias, in cheap
+    passes (a dot product and one per-unit mean; torch's var_mean costs as much as the layer).
+    The bias-free second moment E[(z - b)²] = E[z²] - 2·E[b·mean_u] + E[b²] is the part of the
+    forward signal that carries the input: a bias adds a constant that would hide a vanished
+    signal (e.g. at a default-init head)."""
+    if value.ndim < 2:
+        value = value.reshape(1, -1)
     axis = unit_axis % value.ndim
-    if bias.shape[0] != value.shape[axis]:
-        return value
-    shape = [1] * value.ndim
-    shape[axis] = -1
-    return value - bias.detach().float().reshape(shape)
+    dims = tuple(d for d in range(value.ndim) if d != axis)
+    flat = value.reshape(-1)
+    second = float(torch.dot(flat, flat)) / max(flat.numel(), 1)
+    mean_u = value.mean(dim=dims)
+    mean = float(mean_u.mean())
+    stats = {"mean": mean, "std": math.sqrt(max(second - mean * mean, 0.0)), "second_moment": second, "weight_second_moment": second}
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor) and bias.ndim == 1 and bias.shape[0] == value.shape[axis]:
+        b = bias.detach().float()
+        without = second - float((2 * b * mean_u - b.square()).mean())
+        if without < 1e-3 * second:  # the bias dominates: subtract it exactly, not by cancellation
+            shape = [1] * value.ndim
+            shape[axis] = -1
+            without = float((value.double() - b.double().reshape(shape)).square().mean())
+        stats["weight_second_moment"] = without
+    if dead_from_output:
+        stats["dead_fraction"] = float((value.amax(dim=dims) <= 0).float().mean())
+    return stats
 
 
 def _first(output):
@@ -176,13 +193,7 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> 
             if out is None or "second_moment" in row or not out.is_floating_point():
                 return  # a module called twice (shared weights): its first call is measured
             with torch.no_grad():
-                o = out.detach().float()
-                row["mean"] = float(o.mean())
-                row["std"] = float(o.std()) if o.numel() > 1 else 0.0
-                row["second_moment"] = float(o.square().mean())
-                row["weight_second_moment"] = float(_without_bias(o, _mod, w.unit_axis).square().mean())
-                if w.dead_from_output:
-                    row["dead_fraction"] = _inactive_fraction(torch, o, w.unit_axis)
+                row.update(_output_stats(torch, out.detach().float(), _mod, w.unit_axis, w.dead_from_output))
             if out.requires_grad:
                 numel = out.numel()
 
@@ -216,7 +227,7 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> 
     finally:
         for handle in handles:
             handle.remove()
-    grads = {name: p.grad for name, p in module.named_parameters() if p.requires_grad}
+    grads = {name: p.grad for name, p in module.named_parameters() if p.requires_grad and p.grad is not None}
     return rows, grads, float(loss.detach()), loss_name
 
 
@@ -242,25 +253,25 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
     by_user_name = {user: runnable.module.get_parameter(inner) for inner, user in runnable.param_names.items()}
     seeds = [seed + i for i in range(SEEDS_PER_PROBE)]
     per_seed, zero_grads, losses, loss_name = [], None, [], ""
+    with torch.no_grad():
+        weight_norms = {name: float(p.detach().float().norm()) for name, p in by_user_name.items()}
     for i, s in enumerate(seeds):
         if progress:
             progress(f"seed {i + 1}/{len(seeds)}")
         rows, grads, loss, loss_name = _one_pass(torch, runnable, watched, s)
         losses.append(loss)
-        weight_rows = {}
+        # One fused norm per gradient; a zero norm is then checked exactly (a norm can underflow).
+        user_grads = {user: grads[inner] for inner, user in runnable.param_names.items() if inner in grads}
+        with torch.no_grad():
+            norms = dict(zip(user_grads, (float(n) for n in torch._foreach_norm(list(user_grads.values()))))) if user_grads else {}
         for w in watched:
             weight = w.layer.weight
-            param = by_user_name.get(weight.name) if weight is not None else None
-            row = rows[w.layer.name]
-            if param is not None and param.grad is not None:
-                gnorm = float(param.grad.detach().float().norm())
-                wnorm = float(param.detach().float().norm())
-                row["weight_grad_norm"] = gnorm
-                row["grad_to_weight"] = _ratio(gnorm, wnorm)
-            weight_rows[w.layer.name] = row
-        per_seed.append(weight_rows)
-        measured_params = {user for inner, user in runnable.param_names.items() if grads.get(inner) is not None}
-        exact_zero = {user for inner, user in runnable.param_names.items() if grads.get(inner) is not None and not bool(torch.count_nonzero(grads[inner]))}
+            if weight is not None and weight.name in norms:
+                rows[w.layer.name]["weight_grad_norm"] = norms[weight.name]
+                rows[w.layer.name]["grad_to_weight"] = _ratio(norms[weight.name], weight_norms.get(weight.name))
+        per_seed.append(rows)
+        measured_params = set(user_grads)
+        exact_zero = {user for user, norm in norms.items() if norm == 0 and not bool(torch.count_nonzero(user_grads[user]))}
         zero_grads = exact_zero if zero_grads is None else zero_grads & exact_zero
         budget.check(f"seed {i + 1} of {len(seeds)}")
 
