@@ -35,6 +35,11 @@ class DeadUnits(Rule):
 
     ## Options
     - `dead_fraction_above` (0.7): AUTOTRAINER's γ and DeepDiagnosis' threshold.
+    - `min_units` (32): smaller layers are not judged. Their share is too coarse (6 of 8
+      units is 75%), and where the probe's random inputs barely differ between samples (after
+      a global pooling, as in squeeze-excitation blocks) each unit is on or off by the sign of
+      its weights alone: 6 or more of 8 then happens by chance 14% of the time, 23 or more of
+      32 only 1%.
 
     ## Known false positives
     Healthy He-initialized plain ReLU nets already show 25-44% dead units at depth 30-50
@@ -53,7 +58,7 @@ class DeadUnits(Rule):
     severity = Severity.ERROR
     stage = "probe"
     needs_structure = True
-    options = {"dead_fraction_above": 0.7}
+    options = {"dead_fraction_above": 0.7, "min_units": 32}
 
     def check(self, graph):
         probe = measurement_of(graph)
@@ -64,7 +69,8 @@ class DeadUnits(Rule):
         zero = {layer.name for layer in graph.weighted_layers() if layer.weight.stats.all_zero}
         for row in probe.get("layers", []):
             dead = row.get("dead_fraction")
-            if dead is not None and dead > limit and row["layer"] not in zero:
+            units = row.get("units") or 0
+            if dead is not None and dead > limit and row["layer"] not in zero and units >= self.settings["min_units"]:
                 yield self.finding(
                     row.get("weight") or row["layer"],
                     f"{dead:.0%} of the units after {row['layer']} are inactive (<= 0) for every sample of the probe batch (above {limit:.0%})",
@@ -92,7 +98,7 @@ def negative_bias_before_relu():
 def dead_channels_after_batchnorm():
     import torch.nn as nn
 
-    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    model = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 8 * 8, 4))
     nn.init.constant_(model[1].bias, -6.0)  # BatchNorm shift: every normalized value below 0
     return model
 
@@ -112,7 +118,7 @@ def deep_relu_he():
 def default_conv_relu():
     import torch.nn as nn
 
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    return nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(32 * 8 * 8, 4))
 
 
 DeadUnits.must_flag = (

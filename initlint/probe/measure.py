@@ -154,7 +154,7 @@ def _output_stats(torch, value, module, unit_axis: int, dead_from_output: bool) 
     second = float(torch.dot(flat, flat)) / max(flat.numel(), 1)
     mean_u = value.mean(dim=dims)
     mean = float(mean_u.mean())
-    stats = {"mean": mean, "std": math.sqrt(max(second - mean * mean, 0.0)), "second_moment": second, "weight_second_moment": second}
+    stats = {"units": int(value.shape[axis]), "mean": mean, "std": math.sqrt(max(second - mean * mean, 0.0)), "second_moment": second, "weight_second_moment": second}
     bias = getattr(module, "bias", None)
     if isinstance(bias, torch.Tensor) and bias.ndim == 1 and bias.shape[0] == value.shape[axis]:
         b = bias.detach().float()
@@ -279,7 +279,7 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
     for w in watched:
         name = w.layer.name
         row = {"layer": name, "weight": w.layer.weight.name if w.layer.weight is not None else None, "kind": w.layer.kind}
-        for key in ("mean", "std", "second_moment", "weight_second_moment", "grad_norm", "grad_rms", "weight_grad_norm", "grad_to_weight", "dead_fraction"):
+        for key in ("units", "mean", "std", "second_moment", "weight_second_moment", "grad_norm", "grad_rms", "weight_grad_norm", "grad_to_weight", "dead_fraction"):
             row[key] = _median([seed_rows[name].get(key) for seed_rows in per_seed])
         layers.append(row)
 
