@@ -6,6 +6,7 @@ model that could not be read.
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import click
@@ -96,7 +97,7 @@ def check(targets, output_format, select, ignore, fail_on, quiet, show_fixes, in
         load=LoadOptions(input_shapes=parse_input_shapes(input_shape), input_dtype=input_dtype, trust_pickle=trust_pickle),
         probe_options=ProbeOptions(seed=seed, timeout_s=probe_timeout, train_steps=train_steps, plot=plot_file, device=device),
     )
-    results = [lint_target(target, options) for target in targets]
+    results = [lint_target(target, _with_plot_for(options, target, len(targets))) for target in targets]
     if output_format == "json":
         click.echo(render_json(results))
     else:
@@ -109,6 +110,16 @@ def check(targets, output_format, select, ignore, fail_on, quiet, show_fixes, in
     if any(f.severity >= threshold for r in results for f in r.findings):
         sys.exit(EXIT_FINDINGS)
     sys.exit(EXIT_OK)
+
+
+def _with_plot_for(options: LintOptions, target: str, count: int) -> LintOptions:
+    """With several targets, --plot FILE.png becomes FILE-<target>.png per target."""
+    plot = options.probe_options.plot
+    if not plot or count == 1:
+        return options
+    stem, dot, suffix = plot.rpartition(".")
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in target.rsplit("/", 1)[-1])
+    return dataclasses.replace(options, probe_options=dataclasses.replace(options.probe_options, plot=f"{stem}-{name}{dot}{suffix}"))
 
 
 @main.command("rules")

@@ -13,7 +13,7 @@ class VanishingGradient(Rule):
     ## What it does
     Runs the model (the dynamic probe: three seeded forward + backward passes on a small batch
     with a standard loss, normalization in training mode) and compares the norm of the loss
-    gradient with respect to the first weighted layer's output to that at the last weighted
+    gradient with respect to the first weighted layer's input to that at the last weighted
     layer, and the forward signal (second moment of each layer's output less its bias) at the
     last weighted layer to that at the first. Flags a gradient ratio below 1e-3 or a forward
     ratio below 1e-6 (1e-3 in amplitude). A layer whose gradient is below 1e-6 of its weight
@@ -76,7 +76,7 @@ class VanishingGradient(Rule):
         if gradient is not None and gradient < self.settings["gradient_ratio_below"]:
             yield self.finding(
                 location,
-                f"the loss gradient at {first} is {gradient:.2g} of that at {last} (below {self.settings['gradient_ratio_below']:g}); "
+                f"the loss gradient at the input of {first} is {gradient:.2g} of that at {last} (below {self.settings['gradient_ratio_below']:g}); "
                 f"forward signal ratio {_fmt(forward)} (median of {len(probe['seeds'])} seeded probe batches)",
                 evidence=evidence,
                 fix=_FIX,

@@ -12,7 +12,7 @@ class ExplodingGradient(Rule):
     ## What it does
     Runs the dynamic probe (three seeded forward + backward passes, normalization in training
     mode) and compares the norm of the loss gradient with respect to the first weighted
-    layer's output with that at the last weighted layer. Flags a ratio above 70, or a forward
+    layer's input with that at the last weighted layer. Flags a ratio above 70, or a forward
     signal (second moment of a layer's output less its bias) at the last weighted layer more
     than 1e6 times that at the first (70 and 1e3 in amplitude).
 
@@ -72,7 +72,7 @@ class ExplodingGradient(Rule):
         if gradient is not None and gradient > self.settings["gradient_ratio_above"]:
             yield self.finding(
                 location,
-                f"the loss gradient at {first} is {gradient:.3g}× that at {last} (above {self.settings['gradient_ratio_above']:g}); "
+                f"the loss gradient at the input of {first} is {gradient:.3g}× that at {last} (above {self.settings['gradient_ratio_above']:g}); "
                 f"forward signal ratio {'n/a' if forward is None else f'{forward:.3g}'} (median of {len(probe['seeds'])} seeded probe batches)",
                 evidence=evidence,
                 fix=_FIX,

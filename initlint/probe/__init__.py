@@ -125,6 +125,7 @@ def probe_target(graph: ModelGraph, result, options) -> None:
         confirm_findings(result.findings, None, probe["reason"])
         return
     confirm_findings(result.findings, probe)
+    result.notes.append(summary_line(probe))
     if options.probe == "always":
         graph.metadata["probe"] = probe
         run = run_rules(graph, selected_rules(options), options.rule_settings, stage="probe")
@@ -138,6 +139,25 @@ def probe_target(graph: ModelGraph, result, options) -> None:
             plot_probe(probe, result.findings, probe_options.plot, title=graph.target)
         except Exception as exc:
             result.notes.append(f"the plot could not be written to {probe_options.plot} ({type(exc).__name__}: {exc})")
+
+
+def summary_line(probe: dict) -> str:
+    """One line for the text report: what the probe ran and what it measured."""
+
+    def fmt(value) -> str:
+        return "n/a" if value is None else f"{value:.3g}"
+
+    shapes = ", ".join("x".join(str(d) for d in shape) for shape in probe.get("input_shapes", {}).values())
+    line = (
+        f"probe: {len(probe.get('seeds', []))} seeded batches of {shapes or '?'} ({probe.get('loss')}, {probe.get('device')}): "
+        f"gradient ratio first/last {fmt(probe.get('gradient_ratio'))}, forward ratio last/first {fmt(probe.get('forward_ratio'))}, "
+        f"{len(probe.get('frozen_parameters', []))} frozen parameters, {probe.get('elapsed_s', 0):.1f} s"
+    )
+    train = probe.get("train")
+    if train:
+        moved = "moved" if train["moved"] else "did not move"
+        line += f"; the loss {moved} in {train['steps']} {train['optimizer']} steps ({fmt(train['loss_start'])} -> {fmt(train['loss_end'])})"
+    return line
 
 
 def measurement_of(graph: ModelGraph) -> dict | None:

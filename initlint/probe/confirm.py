@@ -3,7 +3,8 @@
 The prediction vocabulary (``Finding.prediction``, a dict; every key optional). Ratios are those
 of the probe's measurement (DESIGN §8): the *forward ratio* is the second moment of a layer's
 output less its bias over that of the first weighted layer (a variance); the *gradient ratio* is
-the norm of the loss gradient at the first weighted layer's output over that at the last one
+the norm of the loss gradient with respect to the first weighted layer's input over that at
+the last one
 (an amplitude).
 
 - ``forward_ratio_below: t`` / ``forward_ratio_above: t`` — the forward ratio at ``layer`` (or

@@ -2,7 +2,7 @@
 on every weighted layer (DESIGN §8).
 
 Per weighted layer and pass: the output's mean, std and second moment, with and without the
-bias (forward signal), the norm and RMS of the loss gradient with respect to the output
+bias (forward signal), the norm and RMS of the loss gradient with respect to the layer's input
 (backward signal, the activation gradient),
 the weight-gradient norm and its ratio to the weight norm, and the share of units of the
 ReLU-family activation after the layer that are inactive for every sample. Each number is the
@@ -26,6 +26,7 @@ SEEDS_PER_PROBE = 3
 # Optimizer for the frozen-parameter check and --train-steps: plain SGD, because Adam's
 # per-parameter normalization trains many badly initialized nets that SGD cannot (DESIGN §10).
 SGD_LR = 0.01
+TRAIN_LR = 0.1  # --train-steps: the usual plain-SGD rate, so a trainable net visibly moves in a few steps
 # A chain of intended zeros (Fixup: zero head and zero branch ends) unfreezes one link per step;
 # a fatal zero pattern stays frozen however many steps it gets.
 UNFREEZE_STEPS = 3
@@ -194,14 +195,18 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> 
                 return  # a module called twice (shared weights): its first call is measured
             with torch.no_grad():
                 row.update(_output_stats(torch, out.detach().float(), _mod, w.unit_axis, w.dead_from_output))
-            if out.requires_grad:
-                numel = out.numel()
+            # Backward signal: the loss gradient with respect to the layer's input. Unlike the
+            # gradient at its output, it does not depend on the scale of a weight that feeds a
+            # normalization (BatchNorm divides that scale out forward and multiplies it in backward).
+            inp = _first(_inp)
+            if inp is not None and inp.requires_grad and inp.is_floating_point():
+                numel = inp.numel()
 
                 def grad_hook(grad, row=row, numel=numel):
                     row["grad_norm"] = float(grad.detach().float().norm())
                     row["grad_rms"] = row["grad_norm"] / math.sqrt(max(numel, 1))
 
-                out.register_hook(grad_hook)
+                inp.register_hook(grad_hook)
 
         return hook
 
@@ -220,6 +225,9 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> 
                 handles.append(modules[w.dead_module].register_forward_hook(dead_hook(w)))
         torch.manual_seed(seed)
         args, kwargs = runnable.make_inputs(seed)
+        for value in (*args, *kwargs.values()):  # so the first layer's input gradient exists
+            if isinstance(value, torch.Tensor) and value.is_floating_point():
+                value.requires_grad_(True)
         module.zero_grad(set_to_none=True)
         output = module(*args, **kwargs)
         loss, loss_name = standard_loss(output, seed)
@@ -307,7 +315,7 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
 def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_Watched]) -> dict:
     """Forward ratio: the second moment of the weights' part of the output (bias removed) at
     the last over the first weighted layer; gradient ratio: the norm of the loss gradient with
-    respect to the first weighted layer's output over that of the last (DESIGN §8, whose
+    respect to the first weighted layer's input over that of the last (DESIGN §8, whose
     thresholds and measurements — 3.6e-5 at ReLU + Xavier depth 30, ≈48 for ResNet-50 — are
     of norms, not of per-element RMS). An exactly zero signal at either end is left out. Layers whose weights
     are all zero carry no signal by construction (a zero head, a LoRA B) and are left out; an
@@ -361,7 +369,7 @@ def _still_frozen(torch, runnable: Runnable, candidates: list[str], seed: int, b
 
 def _train(torch, runnable: Runnable, seed: int, steps: int, budget: Budget) -> dict:
     module = runnable.module
-    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=SGD_LR)
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=TRAIN_LR)
     args, kwargs = runnable.make_inputs(seed)
     losses = []
     for _ in range(steps + 1):
@@ -376,7 +384,7 @@ def _train(torch, runnable: Runnable, seed: int, steps: int, budget: Budget) -> 
     start, end = losses[0], losses[-1]
     change = (start - end) / abs(start) if start else 0.0
     return {
-        "optimizer": f"SGD(lr={SGD_LR}, momentum=0)",
+        "optimizer": f"SGD(lr={TRAIN_LR}, momentum=0)",
         "steps": steps,
         "loss_start": start,
         "loss_end": end,
