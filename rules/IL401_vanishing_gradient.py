@@ -49,8 +49,12 @@ class VanishingGradient(Rule):
     ## Known false positives
     Exactly-zero gradients (a zero classifier head, a zero last layer of a residual branch)
     are not a ratio: they are left to IL404, which checks whether they unfreeze. The gradient
-    ratio is a ratio of norms, so it grows with the first layer's output size: give the probe
-    the input size you train at (`--input-shape`).
+    ratio is a ratio of norms, so it depends on the input size: give the probe the input size
+    you train at (`--input-shape`). An ONNX export that folded BatchNorm into the convolutions
+    (torch's default eval-mode export) has no normalization left, and the probe measures the
+    network as exported: a healthy MobileNetV3 then shows a gradient ratio near 1e-9. Export
+    with `do_constant_folding=False` (or in training mode) to keep BatchNorm, which the probe
+    runs with batch statistics (DESIGN.md §10).
 
     ## References
     - DESIGN.md §8 (dynamic probe criteria, measured numbers)
@@ -71,12 +75,13 @@ class VanishingGradient(Rule):
             return
         gradient, forward = probe.get("gradient_ratio"), probe.get("forward_ratio")
         first, last = probe.get("first_layer"), probe.get("last_layer")
+        grad_first, grad_last = probe.get("gradient_first_layer") or first, probe.get("gradient_last_layer") or last
         location = _weight_name(probe, first)
         evidence = {"gradient_ratio": gradient, "forward_ratio": forward, "first_layer": first, "last_layer": last}
         if gradient is not None and gradient < self.settings["gradient_ratio_below"]:
             yield self.finding(
                 location,
-                f"the loss gradient at the input of {first} is {gradient:.2g} of that at {last} (below {self.settings['gradient_ratio_below']:g}); "
+                f"the loss gradient at the input of {grad_first} is {gradient:.2g} of that at {grad_last} (below {self.settings['gradient_ratio_below']:g}); "
                 f"forward signal ratio {_fmt(forward)} (median of {len(probe['seeds'])} seeded probe batches)",
                 evidence=evidence,
                 fix=_FIX,

@@ -165,9 +165,12 @@ def test_input_is_inferred_from_the_first_layer():
     assert probe["status"] == "ok", probe["reason"]
     batch, length = probe["input_shapes"]["input0"]
     assert batch >= 8 and length == 16
-    graph = graph_from_module(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)), "conv")
-    probe = run_probe(graph, {}, None)
-    assert probe["input_shapes"]["input0"][1:] == [3, 32, 32]
+    pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    probe = run_probe(graph_from_module(pooled, "pooled"), {}, None)
+    assert probe["status"] == "ok" and probe["input_shapes"]["input0"][1:] == [3, 224, 224]
+    flat = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))  # MNIST-sized only
+    probe = run_probe(graph_from_module(flat, "flat"), {}, None)
+    assert probe["status"] == "ok" and probe["input_shapes"]["input0"][1:] == [1, 28, 28]
 
 
 def test_onnx_model_runs_with_batch_statistics(tmp_path):

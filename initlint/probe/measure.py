@@ -170,6 +170,15 @@ def _output_stats(torch, value, module, unit_axis: int, dead_from_output: bool) 
     return stats
 
 
+def _activation_input(torch, inputs):
+    """The computed value a layer reads: its first floating-point input that is not a parameter
+    (a converted ONNX Gather or MatMul also takes its weight as an input)."""
+    for value in inputs if isinstance(inputs, (tuple, list)) else (inputs,):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not isinstance(value, torch.nn.Parameter):
+            return value
+    return None
+
+
 def _first(output):
     import torch
 
@@ -198,8 +207,8 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> 
             # Backward signal: the loss gradient with respect to the layer's input. Unlike the
             # gradient at its output, it does not depend on the scale of a weight that feeds a
             # normalization (BatchNorm divides that scale out forward and multiplies it in backward).
-            inp = _first(_inp)
-            if inp is not None and inp.requires_grad and inp.is_floating_point():
+            inp = _activation_input(torch, _inp)
+            if inp is not None and inp.requires_grad:
                 numel = inp.numel()
 
                 def grad_hook(grad, row=row, numel=numel):
@@ -321,7 +330,7 @@ def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_W
     are all zero carry no signal by construction (a zero head, a LoRA B) and are left out; an
     exactly-zero gradient or signal is the frozen-parameter check's business, not a ratio."""
     signal = [w.layer.name for w in watched if w.layer.weight is not None and not w.layer.weight.stats.all_zero]
-    forward, backward = [], []
+    forward, backward, gradient_ends = [], [], (None, None)
     for rows in per_seed:
         q = [(n, rows[n].get("weight_second_moment")) for n in signal if rows[n].get("weight_second_moment") is not None]
         d = [(n, rows[n].get("grad_norm")) for n in signal if rows[n].get("grad_norm") is not None]
@@ -329,6 +338,7 @@ def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_W
             forward.append(_ratio(q[-1][1], q[0][1]))
         if len(d) >= 2 and d[0][1] > 0 and d[-1][1] > 0:
             backward.append(_ratio(d[0][1], d[-1][1]))
+            gradient_ends = (d[0][0], d[-1][0])
     first_q = next((r["weight_second_moment"] for r in layers if r["layer"] in signal and r["weight_second_moment"]), None)
     last_g = next((r["grad_norm"] for r in reversed(layers) if r["layer"] in signal and r["grad_norm"]), None)
     for row in layers:  # per layer, relative to the ends, for the table and the plot
@@ -339,6 +349,9 @@ def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_W
         "last_layer": signal[-1] if signal else None,
         "forward_ratio": _median(forward),
         "gradient_ratio": _median(backward),
+        # The first layer whose input gradient exists (an embedding reads token ids, not a value).
+        "gradient_first_layer": gradient_ends[0],
+        "gradient_last_layer": gradient_ends[1],
     }
 
 

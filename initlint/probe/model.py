@@ -6,6 +6,7 @@ and tensors. torch is imported only by the functions here, only when the probe r
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -17,7 +18,15 @@ from ..graph import ModelGraph
 SAMPLE_ELEMENTS_BUDGET = 2**20
 MIN_BATCH, MAX_BATCH = 8, 256
 DEFAULT_SEQUENCE = 16
-DEFAULT_SPATIAL = {1: (64,), 2: (32, 32), 3: (8, 16, 16)}
+# Spatial sizes tried in order for a conv model with no example input: the first one the model
+# accepts is used. 224 first for 2-D: the gradient-ratio thresholds were calibrated at the usual
+# training size (ResNet-50 ≈ 48 at 224), and global average pooling makes the ratio grow as the
+# input shrinks (measured on ResNet-50: 36 at 224, 57 at 112, 109 at 64, 295 at 32).
+SPATIAL_CANDIDATES = {
+    1: [(64,), (128,), (256,), (1024,), (16000,)],
+    2: [(224, 224), (32, 32), (28, 28), (64, 64), (96, 96), (128, 128), (256, 256), (299, 299)],
+    3: [(16, 112, 112), (8, 16, 16), (16, 32, 32)],
+}
 
 
 class ProbeUnavailable(Exception):
@@ -188,9 +197,17 @@ def _shape_from_first_layer(graph, module) -> tuple[tuple[int, ...], str]:
         batch = batch_for(per_sample)
         return ((batch, DEFAULT_SEQUENCE, first.input_size) if first.batch_first else (DEFAULT_SEQUENCE, batch, first.input_size)), "float32"
     channels = first.in_channels
-    spatial = DEFAULT_SPATIAL[first.weight.ndim - 2]
-    per_sample = channels * int(__import__("math").prod(spatial))
-    return (batch_for(per_sample), channels, *spatial), "float32"
+    tried = []
+    for spatial in SPATIAL_CANDIDATES[first.weight.ndim - 2]:
+        try:  # a model with a Flatten + Linear accepts one size only: find it on a batch of 2
+            with torch.no_grad():
+                module(torch.zeros((2, channels, *spatial)))
+        except Exception:
+            tried.append("x".join(map(str, spatial)))
+            continue
+        per_sample = channels * math.prod(spatial)
+        return (batch_for(per_sample), channels, *spatial), "float32"
+    raise ProbeUnavailable(f"no example input, and the model accepted none of the input sizes tried ({', '.join(tried)}); use --input-shape")
 
 
 # --- ONNX models, through onnx2torch --------------------------------------------------------------
@@ -213,6 +230,7 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
     for index, node in enumerate(proto.graph.node):
         node.name = f"n{index}"  # module names onnx2torch can use, and that map back to layers
     _training_form(proto)
+    _add_missing_converters()
     notes = _older_converters(proto)
     try:
         module = onnx2torch.convert(proto, attach_onnx_mapping=True)
@@ -228,6 +246,22 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
             layer_modules[name] = node.name
     make_inputs, shapes = _onnx_inputs(torch, graph, input_shapes, input_dtype)
     return Runnable(module, make_inputs, layer_modules, param_names, shapes, notes)
+
+
+def _add_missing_converters() -> None:
+    """Converters onnx2torch lacks for ops common in transformer exports (Gelu is opset 20)."""
+    import torch
+    from onnx2torch.node_converters import registry
+    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+
+    if registry.OperationDescription("", "Gelu", 20) in registry._CONVERTER_REGISTRY:
+        return
+
+    @registry.add_converter(operation_type="Gelu", version=20)
+    def _gelu(node, graph):  # noqa: ARG001
+        approximate = node.attributes.get("approximate", "none")
+        approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+        return OperationConverterResult(torch_module=torch.nn.GELU(approximate=approximate), onnx_mapping=onnx_mapping_from_node(node=node))
 
 
 def _older_converters(proto) -> list[str]:
@@ -363,7 +397,7 @@ def _onnx_inputs(torch, graph, input_shapes, input_dtype):
             shape = tuple(given)
         else:
             known = [d for d in dims[1:] if d]
-            per_sample = int(__import__("math").prod(known)) if known else 1
+            per_sample = int(math.prod(known)) if known else 1
             shape = tuple(d if d else (batch_for(per_sample) if i == 0 else DEFAULT_SEQUENCE) for i, d in enumerate(dims))
         dtype = input_dtype if (input_dtype and position == 0) else dtype
         specs.append((name, shape, dtype))
