@@ -266,3 +266,26 @@ def test_onnx_static_path_never_imports_torch(tmp_path):
     """)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_unavailable_device_falls_back_to_cpu_with_a_note():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: cuda would be used")
+    torch.manual_seed(0)
+    _, probe = probe_of(relu_mlp(2, nn.init.xavier_uniform_), device="cuda")
+    assert probe["status"] == "ok" and probe["device"] == "cpu"
+    assert any("not available" in note for note in probe["notes"])
+
+
+def test_auto_mode_leaves_very_large_models_alone(monkeypatch):
+    import initlint.probe as probe_module
+
+    monkeypatch.setattr(probe_module, "AUTO_MAX_PARAMETERS", 100)
+    torch.manual_seed(0)
+    model = relu_mlp(3, nn.init.zeros_)  # zero layers into ReLU: IL101 errors, so auto wants to probe
+    graph = graph_from_module(model, "big")
+    result = TargetResult(target="big", format="torch", graph=graph)
+    lint_graph(graph, LintOptions(probe="auto"), result)
+    assert result.findings and result.probe is None
+    assert any("--probe always" in note for note in result.notes)
+    assert all(f.probe["verdict"] == "inconclusive" for f in result.findings)

@@ -16,6 +16,9 @@ from ..engine import Severity, registry, run_rules
 from ..graph import ModelGraph
 
 MODES = ("auto", "always", "never")
+# --probe auto leaves larger models alone: the probe holds a copy of the weights plus their
+# gradients (about 3x the model in memory) and a forward + backward per seed.
+AUTO_MAX_PARAMETERS = 300_000_000
 
 
 @dataclass
@@ -116,6 +119,12 @@ def probe_target(graph: ModelGraph, result, options) -> None:
 
     probe_options: ProbeOptions = getattr(options, "probe_options", None) or ProbeOptions()
     if not should_run(options.probe, graph, result.findings):
+        return
+    parameters = sum(t.size for t in graph.tensors.values())
+    if options.probe == "auto" and parameters > AUTO_MAX_PARAMETERS:
+        why = f"the model has {parameters:,} parameters, more than --probe auto runs ({AUTO_MAX_PARAMETERS:,}); use --probe always to run it"
+        result.notes.append(f"the dynamic probe did not run: {why}")
+        confirm_findings(result.findings, None, why)
         return
     probe = run_probe(graph, options.load.input_shapes, options.load.input_dtype, probe_options)
     result.probe = probe
