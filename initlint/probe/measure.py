@@ -234,9 +234,10 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> 
                 handles.append(modules[w.dead_module].register_forward_hook(dead_hook(w)))
         torch.manual_seed(seed)
         args, kwargs = runnable.make_inputs(seed)
-        for value in (*args, *kwargs.values()):  # so the first layer's input gradient exists
-            if isinstance(value, torch.Tensor) and value.is_floating_point():
-                value.requires_grad_(True)
+        # Float inputs carry a gradient, so the first layer's input gradient exists (a clone, so
+        # that a model which edits its input in place still runs).
+        differentiable = lambda v: v.requires_grad_(True).clone() if isinstance(v, torch.Tensor) and v.is_floating_point() else v  # noqa: E731
+        args, kwargs = tuple(differentiable(v) for v in args), {k: differentiable(v) for k, v in kwargs.items()}
         module.zero_grad(set_to_none=True)
         output = module(*args, **kwargs)
         loss, loss_name = standard_loss(output, seed)
