@@ -276,6 +276,7 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
     for i, s in enumerate(seeds):
         if progress:
             progress(f"seed {i + 1}/{len(seeds)}")
+        pass_start = time.perf_counter()
         rows, grads, loss, loss_name = _one_pass(torch, runnable, watched, s)
         losses.append(loss)
         # One fused norm per gradient; a zero norm is then checked exactly (a norm can underflow).
@@ -292,6 +293,10 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
         exact_zero = {user for user, norm in norms.items() if norm == 0 and not bool(torch.count_nonzero(user_grads[user]))}
         zero_grads = exact_zero if zero_grads is None else zero_grads & exact_zero
         budget.check(f"seed {i + 1} of {len(seeds)}")
+        if i == 0:  # stop now rather than run into the budget: the passes cost about the same
+            per_pass = time.perf_counter() - pass_start
+            if budget.elapsed + per_pass * (len(seeds) - 1) > budget.seconds:
+                raise ProbeTimeout(f"one forward + backward pass takes {per_pass:.1f} s: {len(seeds)} do not fit the {budget.seconds:g} s budget (--probe-timeout)")
 
     layers = []
     for w in watched:
