@@ -10,7 +10,7 @@ from .engine import Finding, Rule, Severity, registry, run_rules
 from .errors import InitlintError
 from .graph import ModelGraph
 from .loaders import LoadOptions, detect_format, load
-from .probe import ProbeOptions
+from .probe import ProbeOptions, probe_target
 
 
 @dataclass
@@ -65,8 +65,6 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     for module, error in registry().broken.items():
         result.notes.append(f"rule module {module} could not be loaded: {error}")
     if options.probe != "never":
-        from .probe import probe_target
-
         probe_target(graph, result, options)
 
 

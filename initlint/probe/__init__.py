@@ -9,6 +9,7 @@ imported only when a probe actually runs, so the ONNX-only static path never nee
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 
@@ -66,6 +67,8 @@ def run_probe(graph: ModelGraph, input_shapes=None, input_dtype=None, options: P
     except ProbeTimeout as exc:
         measured, status, reason = {}, "timeout", str(exc)
     except Exception as exc:  # the model raised while running: the static findings still stand
+        if os.environ.get("INITLINT_DEBUG"):
+            raise
         detail = " ".join(str(exc).split())[:240]
         measured, status, reason = {}, "unavailable", f"running the model failed ({type(exc).__name__}: {detail})"
     finally:
