@@ -39,7 +39,19 @@ def should_run(mode: str, graph: ModelGraph, findings) -> bool:
 
 
 def run_probe(graph: ModelGraph, input_shapes=None, input_dtype=None, options: ProbeOptions | None = None) -> dict:
-    """Run and measure; always returns a dict whose ``status`` is ok, timeout or unavailable."""
+    """Run and measure; always returns a dict whose ``status`` is ok, timeout or unavailable.
+
+    With status ok (the JSON ``probe`` field of a target): ``seeds``, ``device``, ``loss``
+    (cross_entropy or mse) and ``loss_value``, ``input_shapes``; ``layers``, one row per
+    weighted layer in execution order (``layer``, ``weight``, ``kind``, ``units``, output
+    ``mean``/``std``/``second_moment``/``weight_second_moment`` (bias removed), input-gradient
+    ``grad_norm``/``grad_rms``, ``weight_grad_norm``, ``grad_to_weight``, ``dead_fraction``,
+    and ``forward_ratio``/``backward_ratio`` relative to the first / last layer), each the
+    median over the seeds; the model-level ``forward_ratio`` and ``gradient_ratio`` with the
+    layers they span; ``measured_parameters``, ``zero_gradient_parameters`` and
+    ``frozen_parameters``; ``train`` (with --train-steps: optimizer, loss before and after,
+    whether it moved); ``elapsed_s``.
+    """
     options = options or ProbeOptions()
     start = time.perf_counter()
     try:
