@@ -289,3 +289,15 @@ def test_auto_mode_leaves_very_large_models_alone(monkeypatch):
     assert result.findings and result.probe is None
     assert any("--probe always" in note for note in result.notes)
     assert all(f.probe["verdict"] == "inconclusive" for f in result.findings)
+
+
+def test_plot_option_writes_the_file_and_implies_the_probe(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "pmodel.py").write_text("import torch.nn as nn\n\ndef build():\n    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))\n")
+    out = tmp_path / "signal.png"
+    result = CliRunner().invoke(main, [f"{tmp_path / 'pmodel.py'}:build", "--plot", str(out), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["results"][0]["probe"]["status"] == "ok"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = CliRunner().invoke(main, [f"{tmp_path / 'pmodel.py'}:build", "--plot", str(tmp_path / "signal.pdf")])
+    assert bad.exit_code == 2 and ".png or .svg" in bad.output

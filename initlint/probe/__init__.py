@@ -133,7 +133,8 @@ def probe_target(graph: ModelGraph, result, options) -> None:
     from .confirm import confirm_findings
 
     probe_options: ProbeOptions = getattr(options, "probe_options", None) or ProbeOptions()
-    if not should_run(options.probe, graph, result.findings):
+    wants_plot = bool(probe_options.plot) and options.probe == "auto" and graph.has_structure
+    if not (should_run(options.probe, graph, result.findings) or wants_plot):  # a plot needs the probe
         return
     parameters = sum(t.size for t in graph.tensors.values())
     if options.probe == "auto" and parameters > AUTO_MAX_PARAMETERS:
