@@ -36,9 +36,9 @@ def plot_probe(probe: dict, findings, path: str, title: str = "") -> Path:
         ax.plot(*zip(*forward), "o-", color="tab:blue", ms=3, label="forward signal (variance, vs first layer)")
     if backward:
         ax.plot(*zip(*backward), "s-", color="tab:red", ms=3, label="backward signal (gradient norm, vs last layer)")
-    ax.axhline(GRADIENT_BOUNDS[0], color="tab:red", ls="--", lw=0.8, alpha=0.6)
+    ax.axhline(GRADIENT_BOUNDS[0], color="tab:red", ls="--", lw=0.8, alpha=0.6, label="gradient bounds (1e-3, 70)")
     ax.axhline(GRADIENT_BOUNDS[1], color="tab:red", ls="--", lw=0.8, alpha=0.6)
-    ax.axhline(VANISHING_VARIANCE, color="tab:blue", ls=":", lw=0.8, alpha=0.6)
+    ax.axhline(VANISHING_VARIANCE, color="tab:blue", ls=":", lw=0.8, alpha=0.6, label="forward bounds (1e-6, 4900)")
     ax.axhline(EXPLODING_VARIANCE, color="tab:blue", ls=":", lw=0.8, alpha=0.6)
     _predictions(ax, findings, rows)
     ax.set_yscale("log")
@@ -68,8 +68,9 @@ def _predictions(ax, findings, rows) -> None:
     labelled = set()
     for finding in findings or []:
         prediction = finding.prediction or {}
-        at = index.get(prediction.get("layer"), len(rows) - 1)
-        for key, colour, marker in (("forward_ratio", "tab:blue", "o"), ("backward_ratio", "tab:red", "s")):
+        # Without a layer, a forward ratio is that of the last layer, a gradient ratio that of the first.
+        for key, colour, marker, default in (("forward_ratio", "tab:blue", "o", len(rows) - 1), ("backward_ratio", "tab:red", "s", 0)):
+            at = index.get(prediction.get("layer"), default)
             value = prediction.get(key)
             if isinstance(value, (int, float)) and value > 0:
                 if key == "backward_ratio":
