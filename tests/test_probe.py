@@ -238,6 +238,12 @@ def test_prediction_vocabulary():
     assert check_prediction({"forward_ratio": 1e-5}, probe)[0] == "confirmed"
     assert check_prediction({"forward_ratio": 1e-5}, {**probe, "forward_ratio": 0.3})[0] == "refuted"
     assert check_prediction({"backward_ratio": 1e-6}, probe)[0] == "confirmed"
+    assert check_prediction({"forward_var_below": 1e-3}, probe)[0] == "confirmed"
+    # A bound on the gradient variance ratio: the measured ratio 1e-4 is 1e-8 in variance.
+    assert check_prediction({"backward_var_below": 1e-6}, probe)[0] == "confirmed"
+    assert check_prediction({"backward_var_below": 1e-10}, probe)[0] == "refuted"
+    verdict, _, reason = check_prediction({"saturation_above": 0.5}, probe)
+    assert verdict == "inconclusive" and "saturation_above" in reason
 
 
 def test_plot_is_written(tmp_path):

@@ -20,6 +20,9 @@ the last one
 - ``frozen_parameters: [names]`` — each named parameter keeps an exactly zero gradient after
   SGD steps on a copy.
 - ``layer`` — the graph layer (or its weight's name) the prediction is about.
+- ``forward_var_below`` / ``forward_var_above`` (the example in Finding's comment) mean the
+  same as ``forward_ratio_below`` / ``_above``; ``backward_var_below`` / ``_above`` bound the
+  gradient variance ratio (the square of the gradient ratio).
 
 A finding without a prediction, or whose prediction names nothing the probe measured, is
 ``inconclusive``. A refuted finding drops to info and says why.
@@ -40,6 +43,9 @@ KNOWN_KEYS = {
     "forward_ratio_below", "forward_ratio_above", "backward_ratio_below", "backward_ratio_above",
     "forward_ratio", "backward_ratio", "dead_fraction_above", "frozen_parameters", "layer",
 }
+
+
+ALIASES = {"forward_var_below", "forward_var_above", "backward_var_below", "backward_var_above"}
 
 
 def _row(probe: dict, layer: str | None) -> dict | None:
@@ -69,6 +75,13 @@ def _value_holds(predicted: float, measured: float) -> bool:
 
 def check_prediction(prediction: dict, probe: dict) -> tuple[str, dict, str]:
     """(verdict, measured numbers, reason) for one prediction."""
+    prediction = dict(prediction)
+    for alias, key in (("forward_var_below", "forward_ratio_below"), ("forward_var_above", "forward_ratio_above")):
+        if alias in prediction:
+            prediction.setdefault(key, prediction[alias])
+    for alias, key in (("backward_var_below", "backward_ratio_below"), ("backward_var_above", "backward_ratio_above")):
+        if alias in prediction and _finite(prediction[alias]) and float(prediction[alias]) >= 0:
+            prediction.setdefault(key, float(prediction[alias]) ** 0.5)  # variance bound -> amplitude bound
     layer = prediction.get("layer")
     measured: dict = {}
     holds: list[tuple[bool, str]] = []
@@ -111,7 +124,9 @@ def check_prediction(prediction: dict, probe: dict) -> tuple[str, dict, str]:
             compare("frozen_parameters", still, len(still) == len(known),
                     f"{len(still)} of {len(known)} predicted frozen parameters kept an exactly zero gradient after SGD steps")
     if not holds:
-        return "inconclusive", measured, "the probe measured nothing this finding predicts"
+        unknown = sorted(set(prediction) - KNOWN_KEYS - ALIASES)
+        extra = f" (unknown prediction keys: {', '.join(unknown)})" if unknown else ""
+        return "inconclusive", measured, f"the probe measured nothing this finding predicts{extra}"
     if all(ok for ok, _ in holds):
         return "confirmed", measured, "; ".join(text for _, text in holds)
     return "refuted", measured, "; ".join(text for ok, text in holds if not ok)
