@@ -242,8 +242,25 @@ def test_prediction_vocabulary():
     # A bound on the gradient variance ratio: the measured ratio 1e-4 is 1e-8 in variance.
     assert check_prediction({"backward_var_below": 1e-6}, probe)[0] == "confirmed"
     assert check_prediction({"backward_var_below": 1e-10}, probe)[0] == "refuted"
-    verdict, _, reason = check_prediction({"saturation_above": 0.5}, probe)
-    assert verdict == "inconclusive" and "saturation_above" in reason
+    verdict, _, reason = check_prediction({"curvature_above": 0.5}, probe)
+    assert verdict == "inconclusive" and "curvature_above" in reason
+
+
+def test_saturation_is_measured_before_tanh():
+    torch.manual_seed(0)
+    layers = []
+    for i in range(4):
+        layer = nn.Linear(32 if i == 0 else 64, 64)
+        nn.init.normal_(layer.weight)  # std 1 at fan-in 64: |z| ~ 8, deep in saturation
+        layers += [layer, nn.Tanh()]
+    _, probe = probe_of(nn.Sequential(*layers, nn.Linear(64, 10)))
+    rows = {row["layer"]: row for row in probe["layers"]}
+    assert rows["2"]["saturated_fraction"] > 0.5 and rows["8"].get("saturated_fraction") is None
+    finding = Finding("IL202", "saturating-activation-overscaled", Severity.ERROR, "2.weight", "saturates", prediction={"saturation_above": 0.5, "layer": "2"})
+    confirm_findings([finding], probe)
+    assert finding.probe["verdict"] == "confirmed"
+    _, healthy = probe_of(relu_mlp(3, nn.init.xavier_uniform_))
+    assert all(row.get("saturated_fraction") is None for row in healthy["layers"])
 
 
 def test_plot_is_written(tmp_path):

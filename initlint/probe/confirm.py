@@ -17,6 +17,8 @@ the last one
   measurement is at most 10·x or below the vanishing bound (1e-6 in variance), for x > 1 at least
   x/10 or above the exploding bound (70² in variance); refuted otherwise.
 - ``dead_fraction_above: t`` with ``layer`` — the share of never-active units after ``layer``.
+- ``saturation_above: t`` with ``layer`` — the share of pre-activations of the tanh (|z| > 2)
+  or sigmoid (|z| > 4) after ``layer`` that are saturated.
 - ``frozen_parameters: [names]`` — each named parameter keeps an exactly zero gradient after
   SGD steps on a copy.
 - ``layer`` — the graph layer (or its weight's name) the prediction is about.
@@ -41,7 +43,7 @@ VALUE_TOLERANCE = 10.0
 
 KNOWN_KEYS = {
     "forward_ratio_below", "forward_ratio_above", "backward_ratio_below", "backward_ratio_above",
-    "forward_ratio", "backward_ratio", "dead_fraction_above", "frozen_parameters", "layer",
+    "forward_ratio", "backward_ratio", "dead_fraction_above", "saturation_above", "frozen_parameters", "layer",
 }
 
 
@@ -114,6 +116,12 @@ def check_prediction(prediction: dict, probe: dict) -> tuple[str, dict, str]:
         if dead is not None:
             t = float(prediction["dead_fraction_above"])
             compare("dead_fraction", dead, dead > t, f"measured dead fraction {dead:.2f} {'>' if dead > t else '<='} {t:g}")
+    if "saturation_above" in prediction:
+        row = _row(probe, layer)
+        saturated = row.get("saturated_fraction") if row else None
+        if saturated is not None:
+            t = float(prediction["saturation_above"])
+            compare("saturated_fraction", saturated, saturated > t, f"measured saturated fraction {saturated:.2f} {'>' if saturated > t else '<='} {t:g}")
     if prediction.get("frozen_parameters"):
         names = list(prediction["frozen_parameters"])
         frozen = set(probe.get("frozen_parameters", []))

@@ -5,7 +5,8 @@ Per weighted layer and pass: the output's mean, std and second moment, with and 
 bias (forward signal), the norm and RMS of the loss gradient with respect to the layer's input
 (backward signal, the activation gradient),
 the weight-gradient norm and its ratio to the weight norm, and the share of units of the
-ReLU-family activation after the layer that are inactive for every sample. Each number is the
+ReLU-family activation after the layer that are inactive for every sample, and the share of
+pre-activations beyond the saturation point of a tanh (|z| > 2) or sigmoid (|z| > 4) after it. Each number is the
 median over the seeds, so one unlucky batch does not decide.
 """
 
@@ -31,6 +32,8 @@ TRAIN_LR = 0.1  # --train-steps: the usual plain-SGD rate, so a trainable net vi
 # a fatal zero pattern stays frozen however many steps it gets.
 UNFREEZE_STEPS = 3
 LOSS_MOVED = 0.01  # relative change of the loss that counts as "the loss moved"
+# Pre-activation magnitude at which these activations saturate (DESIGN §8).
+SATURATION_AT = {"tanh": 2.0, "sigmoid": 4.0}
 
 
 class ProbeTimeout(Exception):
@@ -110,6 +113,7 @@ class _Watched:
     unit_axis: int
     dead_module: str | None  # the ReLU-family activation module after it, when it is a module
     dead_from_output: bool  # no module, but the activation directly follows: judge z <= 0
+    saturation_at: float | None = None  # |z| beyond which the tanh/sigmoid after it saturates
 
 
 def _watch_list(graph: ModelGraph, runnable: Runnable) -> list[_Watched]:
@@ -128,7 +132,9 @@ def _watch_list(graph: ModelGraph, runnable: Runnable) -> list[_Watched]:
             dead_from_output = graph.activation_after(layer) is after[0]
             if not dead_from_output:
                 dead_module = runnable.layer_modules.get(after[0].name)
-        watched.append(_Watched(layer, module_name, unit_axis, dead_module, dead_from_output))
+        following = graph.activation_after(layer)
+        saturation_at = SATURATION_AT.get(following.activation) if following is not None else None
+        watched.append(_Watched(layer, module_name, unit_axis, dead_module, dead_from_output, saturation_at))
     return watched
 
 
@@ -204,6 +210,8 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> 
                 return  # a module called twice (shared weights): its first call is measured
             with torch.no_grad():
                 row.update(_output_stats(torch, out.detach().float(), _mod, w.unit_axis, w.dead_from_output))
+                if w.saturation_at is not None:
+                    row["saturated_fraction"] = float((out.detach().abs() > w.saturation_at).float().mean())
             # Backward signal: the loss gradient with respect to the layer's input. Unlike the
             # gradient at its output, it does not depend on the scale of a weight that feeds a
             # normalization (BatchNorm divides that scale out forward and multiplies it in backward).
@@ -302,7 +310,7 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
     for w in watched:
         name = w.layer.name
         row = {"layer": name, "weight": w.layer.weight.name if w.layer.weight is not None else None, "kind": w.layer.kind}
-        for key in ("units", "mean", "std", "second_moment", "weight_second_moment", "grad_norm", "grad_rms", "weight_grad_norm", "grad_to_weight", "dead_fraction"):
+        for key in ("units", "mean", "std", "second_moment", "weight_second_moment", "grad_norm", "grad_rms", "weight_grad_norm", "grad_to_weight", "dead_fraction", "saturated_fraction"):
             row[key] = _median([seed_rows[name].get(key) for seed_rows in per_seed])
         layers.append(row)
 
