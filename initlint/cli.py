@@ -8,6 +8,7 @@ model must never pass a CI gate silently), else 1 if any has findings at or abov
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import click
@@ -19,6 +20,8 @@ from .errors import InitlintError
 from .engine import registry
 from .loaders import LoadOptions
 from .report import render_json, render_text
+from .probe import ProbeOptions
+from .runner import LintOptions, lint_target
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -83,6 +86,11 @@ def main():
 @click.option("--input-shape", multiple=True, help="Example input shape: 2,3,64,64 or NAME=2,3,64,64 per input.")
 @click.option("--input-dtype", default=None, help="Example input dtype, e.g. float32 or int64 (token ids).")
 @click.option("--probe", type=click.Choice(["auto", "always", "never"]), default="auto", show_default=True, help="When to run the dynamic gradient-flow probe.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the probe's batches and labels.")
+@click.option("--probe-timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="Seconds the probe may run; past it, its verdicts are inconclusive.")
+@click.option("--train-steps", type=click.IntRange(min=0), default=0, show_default=True, help="Plain-SGD steps the probe runs on its batch to see whether the loss moves.")
+@click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw the probe's per-layer forward and backward signal to FILE (.png or .svg).")
+@click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where the probe runs the model.")
 @click.option("--trust-pickle", is_flag=True, help="Allow unpickling .pt/.pth files. Unpickling runs arbitrary code from the file: only for files you trust.")
 @click.option("--extend-select", multiple=True, help="Rule codes or prefixes to run in addition to --select.")
 @click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False, writable=True), help="Write the report to this file instead of stdout.")
@@ -92,11 +100,13 @@ def main():
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Models linted in parallel. [default: number of cores]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Config file (default: the nearest initlint.toml or pyproject.toml with [tool.initlint]).")
 @click.pass_context
-def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixes, input_shape, input_dtype, probe, trust_pickle, extend_select, output_file, baseline_file, write_baseline_file, exclude, jobs, config_file):
+def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixes, input_shape, input_dtype, probe, seed, probe_timeout, train_steps, plot_file, device, trust_pickle, extend_select, output_file, baseline_file, write_baseline_file, exclude, jobs, config_file):
     """Lint TARGETS: model files (.onnx, .pt2, TorchScript, state dicts), directories of them, or module:callable specs."""
     from .baseline import apply_baseline, load_baseline, write_baseline
     from .discover import expand_targets, lint_many, render_summary
 
+    if plot_file and not plot_file.lower().endswith((".png", ".svg")):
+        raise click.BadParameter(f"{plot_file!r}: the plot is written as .png or .svg", param_hint="--plot")
     given = {"select": _split_codes(select) or None, "extend-select": _split_codes(extend_select), "ignore": _split_codes(ignore), "fail-on": fail_on, "probe": probe, "exclude": list(exclude)}
     try:
         settings = resolve_settings(_from_command_line(ctx, given), config_file)
@@ -105,11 +115,15 @@ def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixe
         click.echo(f"initlint: {exc}", err=True)
         sys.exit(EXIT_ERROR)
     options = settings.lint_options(LoadOptions(input_shapes=parse_input_shapes(input_shape), input_dtype=input_dtype, trust_pickle=trust_pickle))
+    options.probe_options = ProbeOptions(seed=seed, timeout_s=probe_timeout, train_steps=train_steps, plot=plot_file, device=device)
     files = expand_targets(targets, settings["exclude"])
     if not files:
         click.echo(f"initlint: no model files found in {', '.join(targets)}", err=True)
         sys.exit(EXIT_ERROR)
-    results = lint_many(files, options, jobs)
+    if plot_file and len(files) > 1:  # one plot per model: FILE-<model>.png
+        results = [lint_target(f, _with_plot_for(options, f, len(files))) for f in files]
+    else:
+        results = lint_many(files, options, jobs)
     if write_baseline_file:
         try:
             count = write_baseline(write_baseline_file, results)
@@ -179,6 +193,16 @@ def show_config(ctx, config_file, select, extend_select, ignore, fail_on, probe,
         click.echo(f"initlint: {exc}", err=True)
         sys.exit(EXIT_ERROR)
     click.echo(settings.describe())
+
+
+def _with_plot_for(options: LintOptions, target: str, count: int) -> LintOptions:
+    """With several targets, --plot FILE.png becomes FILE-<target>.png per target."""
+    plot = options.probe_options.plot
+    if not plot or count == 1:
+        return options
+    stem, dot, suffix = plot.rpartition(".")
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in target.rsplit("/", 1)[-1])
+    return dataclasses.replace(options, probe_options=dataclasses.replace(options.probe_options, plot=f"{stem}-{name}{dot}{suffix}"))
 
 
 @main.command("rules")

@@ -219,12 +219,14 @@ class RuleRun:
     skipped: dict[str, str]  # code -> why the rule did not apply
 
 
-def run_rules(graph: ModelGraph, rules: Iterable[type[Rule]], settings: dict[str, dict] | None = None) -> RuleRun:
+def run_rules(graph: ModelGraph, rules: Iterable[type[Rule]], settings: dict[str, dict] | None = None, stage: str = "static") -> RuleRun:
+    """Run the rules of ``stage``: "static" ones read the graph, "probe" ones also read the
+    probe's measurement in graph.metadata["probe"]."""
     findings: list[Finding] = []
     failures: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for rule_cls in rules:
-        if rule_cls.stage != "static":
+        if rule_cls.stage != stage:
             continue
         if rule_cls.needs_structure and not graph.has_structure:
             skipped[rule_cls.code] = "needs the model structure"

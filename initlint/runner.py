@@ -11,6 +11,7 @@ from .engine import Finding, Rule, Severity, registry, run_rules
 from .errors import InitlintError
 from .graph import ModelGraph
 from .loaders import LoadOptions, detect_format, load
+from .probe import ProbeOptions, probe_target
 
 
 @dataclass
@@ -25,6 +26,7 @@ class LintOptions:
     per_layer_ignores: dict[str, list[str]] = field(default_factory=dict)
     per_file_ignores: dict[str, list[str]] = field(default_factory=dict)
     root: str | None = None  # the directory per-file-ignores globs are relative to
+    probe_options: ProbeOptions = field(default_factory=ProbeOptions)
 
 
 @dataclass
@@ -114,7 +116,11 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     for module, error in registry().broken.items():
         result.notes.append(f"rule module {module} could not be loaded: {error}")
     if options.probe != "never":
-        result.notes.append("the dynamic probe is not available yet; static findings only")
+        probe_target(graph, result, options)
+        result.findings = [f for f in result.findings if not _layer_ignored(f, options)]
+    for rule in rules:
+        if rule.stage == "probe":
+            result.rules.setdefault(rule.code, "skipped: the probe-stage rules run with --probe always")
 
 
 def lint_target(target: str, options: LintOptions) -> TargetResult:

@@ -52,13 +52,22 @@ def graph_of(model, form: str, example_input=None, tmp_path: Path | None = None)
 
     from .loaders.onnx_loader import build_graph
 
-    data = export_onnx(model, example_input)
+    path = (tmp_path or Path(".")) / "model.onnx"
+    # Written to disk when there is a place for it: the probe reloads the file with its weights.
+    data = export_onnx(model, example_input, path if tmp_path is not None else None)
     proto = onnx.load_from_string(data)
-    return build_graph(proto, (tmp_path or Path(".")) / "model.onnx")
+    return build_graph(proto, path)
 
 
-def findings_for(rule: type[Rule], graph: ModelGraph) -> list[Finding]:
-    run = run_rules(graph, [rule])
+def findings_for(rule: type[Rule], graph: ModelGraph, example: Example | None = None) -> list[Finding]:
+    """The rule's findings; a probe-stage rule first gets the probe run on the example's input."""
+    if rule.stage == "probe":
+        from .probe import run_probe
+
+        shapes = {"": example.input_shape} if example is not None else {}
+        graph.metadata["probe"] = run_probe(graph, shapes, example.input_dtype if example is not None else None)
+        assert graph.metadata["probe"]["status"] == "ok", graph.metadata["probe"]["reason"]
+    run = run_rules(graph, [rule], stage=rule.stage)
     assert not run.failures, run.failures
     return run.findings
 

@@ -79,7 +79,9 @@ class ZeroWeights(Rule):
             if outcome == ALLOWED:
                 continue
             severity = Severity.ERROR if outcome == FATAL else Severity.WARNING
-            yield self.finding(weight.name, f"all {weight.size:,} values are 0.0: {why}", severity, evidence={**evidence, "case": why}, fix=_FIX)
+            # A fatal zero pattern predicts a permanently zero gradient, which the probe checks.
+            prediction = {"frozen_parameters": [weight.name], "layer": layer.name} if outcome == FATAL else None
+            yield self.finding(weight.name, f"all {weight.size:,} values are 0.0: {why}", severity, evidence={**evidence, "case": why}, fix=_FIX, prediction=prediction)
         for name, tensor in graph.tensors.items():
             if name in claimed or tensor.ndim < 2 or tensor.stats.count == 0 or not tensor.stats.all_zero:
                 continue

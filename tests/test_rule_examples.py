@@ -13,10 +13,10 @@ torch = pytest.importorskip("torch")
 from initlint.engine import Severity  # noqa: E402
 from initlint.testing import all_examples, example_input, findings_for, graph_of  # noqa: E402
 
+# Static rules read the graph; probe rules get the dynamic probe run on the example first.
 CASES = [
     pytest.param(rule, kind, example, form, id=f"{rule.code}-{kind}-{example.name}-{form}")
     for rule, kind, example in all_examples()
-    if rule.stage == "static"
     for form in ("torch", "onnx")
 ]
 
@@ -26,7 +26,7 @@ def test_rule_example(rule, kind, example, form, tmp_path):
     torch.manual_seed(0)
     model = example.build()
     graph = graph_of(model, form, example_input(example), tmp_path)
-    findings = findings_for(rule, graph)
+    findings = findings_for(rule, graph, example)
     if kind == "must_flag":
         assert example.flagged, "a must-flag example names the locations it expects"
         least = Severity.parse(example.severity or str(rule.severity))

@@ -604,7 +604,7 @@ def graph_from_module(module, target: str, example_input=None, options=None) -> 
     """Trace ``module`` with torch.fx; when that fails, torch.export with an example input; then module order."""
     torch = require_torch(target)
     graph = ModelGraph(target=target, format="torch")
-    graph.metadata["module"] = module  # for source locations of findings (formats.module_definition)
+    graph.metadata["module"] = module  # the live module: source lines of findings, and the probe (never mutated)
     for name, param in module.named_parameters():
         graph.tensors[name] = tensor_of(name, param)
     try:

@@ -1,0 +1,420 @@
+"""Measure a model's signal at initialization: a few seeded forward + backward passes with hooks
+on every weighted layer (DESIGN §8).
+
+Per weighted layer and pass: the output's mean, std and second moment, with and without the
+bias (forward signal), the norm and RMS of the loss gradient with respect to the layer's input
+(backward signal, the activation gradient),
+the weight-gradient norm and its ratio to the weight norm, and the share of units of the
+ReLU-family activation after the layer that are inactive for every sample, and the share of
+pre-activations beyond the saturation point of a tanh (|z| > 2) or sigmoid (|z| > 4) after it. Each number is the
+median over the seeds, so one unlucky batch does not decide.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+from .. import graph as g
+from ..graph import ModelGraph
+from .model import Runnable
+
+SEEDS_PER_PROBE = 3
+# Optimizer for the frozen-parameter check and --train-steps: plain SGD, because Adam's
+# per-parameter normalization trains many badly initialized nets that SGD cannot (DESIGN §10).
+SGD_LR = 0.01
+TRAIN_LR = 0.1  # --train-steps: the usual plain-SGD rate, so a trainable net visibly moves in a few steps
+# A chain of intended zeros (Fixup: zero head and zero branch ends) unfreezes one link per step;
+# a fatal zero pattern stays frozen however many steps it gets.
+UNFREEZE_STEPS = 3
+LOSS_MOVED = 0.01  # relative change of the loss that counts as "the loss moved"
+# Pre-activation magnitude at which these activations saturate (DESIGN §8).
+SATURATION_AT = {"tanh": 2.0, "sigmoid": 4.0}
+
+
+class ProbeTimeout(Exception):
+    pass
+
+
+@dataclass
+class Budget:
+    seconds: float
+    start: float
+
+    def check(self, what: str) -> None:
+        if time.perf_counter() - self.start > self.seconds:
+            raise ProbeTimeout(f"the probe ran out of its {self.seconds:g} s budget during {what}")
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+class Progress:
+    """One self-overwriting line on stderr, only on a TTY and only once the probe runs > 1 s."""
+
+    def __init__(self, target: str, start: float):
+        self.target, self.start, self.shown = target, start, False
+
+    def __call__(self, what: str) -> None:
+        if sys.stderr.isatty() and time.perf_counter() - self.start > 1.0:
+            sys.stderr.write(f"\rinitlint: probing {self.target}: {what}\033[K")
+            sys.stderr.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def first_tensor(output):
+    """The tensor a loss is computed on: logits of a model-output object, else the first tensor."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
+    values = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
+    for value in values:
+        found = first_tensor(value)
+        if found is not None:
+            return found
+    return None
+
+
+def standard_loss(output, seed: int):
+    """Cross-entropy to random labels for classifier-shaped outputs [N, C], else MSE to random targets."""
+    import torch
+    import torch.nn.functional as F
+
+    out = first_tensor(output)
+    if out is None or not out.is_floating_point():
+        raise RuntimeError("the model's output has no floating-point tensor to compute a loss on")
+    gen = torch.Generator().manual_seed(10_000 + seed)
+    out32 = out.float()
+    if out.ndim == 2 and out.shape[1] >= 2:
+        labels = torch.randint(0, out.shape[1], (out.shape[0],), generator=gen).to(out.device)
+        return F.cross_entropy(out32, labels), "cross_entropy"
+    target = torch.randn(out.shape, generator=gen).to(out.device)
+    return F.mse_loss(out32, target), "mse"
+
+
+@dataclass
+class _Watched:
+    layer: g.Layer
+    module_name: str
+    unit_axis: int
+    dead_module: str | None  # the ReLU-family activation module after it, when it is a module
+    dead_from_output: bool  # no module, but the activation directly follows: judge z <= 0
+    saturation_at: float | None = None  # |z| beyond which the tanh/sigmoid after it saturates
+
+
+def _watch_list(graph: ModelGraph, runnable: Runnable) -> list[_Watched]:
+    watched, seen_modules = [], set()
+    for layer in graph.weighted_layers():
+        module_name = runnable.layer_modules.get(layer.name)
+        if module_name is None or module_name in seen_modules:
+            continue
+        seen_modules.add(module_name)
+        unit_axis = 1 if layer.kind in (g.CONV, g.CONV_TRANSPOSE) else -1
+        dead_module, dead_from_output = None, False
+        after = graph.downstream(layer, through=g.TRANSPARENT_KINDS | {g.NORM})
+        if len(after) == 1 and after[0].kind == g.ACTIVATION and after[0].activation in g.RELU_FAMILY:
+            # Straight into the activation, a unit is inactive where z <= 0: judged in the layer's
+            # own hook. Through a normalization, the activation's output has to be watched.
+            dead_from_output = graph.activation_after(layer) is after[0]
+            if not dead_from_output:
+                dead_module = runnable.layer_modules.get(after[0].name)
+        following = graph.activation_after(layer)
+        saturation_at = SATURATION_AT.get(following.activation) if following is not None else None
+        watched.append(_Watched(layer, module_name, unit_axis, dead_module, dead_from_output, saturation_at))
+    return watched
+
+
+def _inactive_fraction(torch, value, unit_axis: int) -> float:
+    """Share of units that are <= 0 for every sample (and every position)."""
+    if value.ndim < 2:
+        return float("nan")
+    axis = unit_axis % value.ndim
+    dims = tuple(d for d in range(value.ndim) if d != axis)
+    return float((value.amax(dim=dims) <= 0).float().mean())
+
+
+def _output_stats(torch, value, module, unit_axis: int, dead_from_output: bool) -> dict:
+    """Mean, std and second moment of a layer's output, with and without its bias, in cheap
+    passes (a dot product and one per-unit mean; torch's var_mean costs as much as the layer).
+    The bias-free second moment E[(z - b)²] = E[z²] - 2·E[b·mean_u] + E[b²] is the part of the
+    forward signal that carries the input: a bias adds a constant that would hide a vanished
+    signal (e.g. at a default-init head)."""
+    if value.ndim < 2:
+        value = value.reshape(1, -1)
+    axis = unit_axis % value.ndim
+    dims = tuple(d for d in range(value.ndim) if d != axis)
+    flat = value.reshape(-1)
+    second = float(torch.dot(flat, flat)) / max(flat.numel(), 1)
+    mean_u = value.mean(dim=dims)
+    mean = float(mean_u.mean())
+    stats = {"units": int(value.shape[axis]), "mean": mean, "std": math.sqrt(max(second - mean * mean, 0.0)), "second_moment": second, "weight_second_moment": second}
+    bias = getattr(module, "bias", None)
+    if isinstance(bias, torch.Tensor) and bias.ndim == 1 and bias.shape[0] == value.shape[axis]:
+        b = bias.detach().float()
+        without = second - float((2 * b * mean_u - b.square()).mean())
+        if without < 1e-3 * second:  # the bias dominates: subtract it exactly, not by cancellation
+            shape = [1] * value.ndim
+            shape[axis] = -1
+            without = float((value.double() - b.double().reshape(shape)).square().mean())
+        stats["weight_second_moment"] = without
+    if dead_from_output:
+        stats["dead_fraction"] = float((value.amax(dim=dims) <= 0).float().mean())
+    return stats
+
+
+def _activation_input(torch, inputs):
+    """The computed value a layer reads: its first floating-point input that is not a parameter
+    (a converted ONNX Gather or MatMul also takes its weight as an input)."""
+    for value in inputs if isinstance(inputs, (tuple, list)) else (inputs,):
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not isinstance(value, torch.nn.Parameter):
+            return value
+    return None
+
+
+def _first(output):
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        return output[0]
+    return None
+
+
+def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> tuple[dict[str, dict], dict[str, object], float, str]:
+    """Forward + backward on the batch of ``seed``; per-layer numbers and per-parameter gradients."""
+    module = runnable.module
+    modules = dict(module.named_modules())
+    rows: dict[str, dict] = {w.layer.name: {} for w in watched}
+    handles = []
+
+    def forward_hook(w: _Watched):
+        def hook(_mod, _inp, output):
+            out = _first(output)
+            row = rows[w.layer.name]
+            if out is None or "second_moment" in row or not out.is_floating_point():
+                return  # a module called twice (shared weights): its first call is measured
+            with torch.no_grad():
+                row.update(_output_stats(torch, out.detach().float(), _mod, w.unit_axis, w.dead_from_output))
+                if w.saturation_at is not None:
+                    row["saturated_fraction"] = float((out.detach().abs() > w.saturation_at).float().mean())
+            # Backward signal: the loss gradient with respect to the layer's input. Unlike the
+            # gradient at its output, it does not depend on the scale of a weight that feeds a
+            # normalization (BatchNorm divides that scale out forward and multiplies it in backward).
+            inp = _activation_input(torch, _inp)
+            if inp is not None and inp.requires_grad:
+                numel = inp.numel()
+
+                def grad_hook(grad, row=row, numel=numel):
+                    row["grad_norm"] = float(grad.detach().float().norm())
+                    row["grad_rms"] = row["grad_norm"] / math.sqrt(max(numel, 1))
+
+                inp.register_hook(grad_hook)
+
+        return hook
+
+    def dead_hook(w: _Watched):
+        def hook(_mod, _inp, output):
+            out = _first(output)
+            if out is not None and "dead_fraction" not in rows[w.layer.name]:
+                rows[w.layer.name]["dead_fraction"] = _inactive_fraction(torch, out.detach(), w.unit_axis)
+
+        return hook
+
+    try:
+        for w in watched:
+            handles.append(modules[w.module_name].register_forward_hook(forward_hook(w)))
+            if w.dead_module is not None and w.dead_module in modules:
+                handles.append(modules[w.dead_module].register_forward_hook(dead_hook(w)))
+        torch.manual_seed(seed)
+        args, kwargs = runnable.make_inputs(seed)
+        # Float inputs carry a gradient, so the first layer's input gradient exists (a clone, so
+        # that a model which edits its input in place still runs).
+        differentiable = lambda v: v.requires_grad_(True).clone() if isinstance(v, torch.Tensor) and v.is_floating_point() else v  # noqa: E731
+        args, kwargs = tuple(differentiable(v) for v in args), {k: differentiable(v) for k, v in kwargs.items()}
+        module.zero_grad(set_to_none=True)
+        output = module(*args, **kwargs)
+        loss, loss_name = standard_loss(output, seed)
+        loss.backward()
+    finally:
+        for handle in handles:
+            handle.remove()
+    grads = {name: p.grad for name, p in module.named_parameters() if p.requires_grad and p.grad is not None}
+    return rows, grads, float(loss.detach()), loss_name
+
+
+def _median(values: list) -> float | None:
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(statistics.median(values)) if values else None
+
+
+def _ratio(num, den) -> float | None:
+    if num is None or den is None:
+        return None
+    if den == 0:
+        return math.inf if num > 0 else None
+    return num / den
+
+
+def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, train_steps: int = 0, progress=None) -> dict:
+    import torch
+
+    watched = _watch_list(graph, runnable)
+    if not watched:
+        raise RuntimeError("no weighted layer of the model could be watched")
+    by_user_name = {user: runnable.module.get_parameter(inner) for inner, user in runnable.param_names.items()}
+    seeds = [seed + i for i in range(SEEDS_PER_PROBE)]
+    per_seed, zero_grads, losses, loss_name = [], None, [], ""
+    with torch.no_grad():
+        weight_norms = {name: float(p.detach().float().norm()) for name, p in by_user_name.items()}
+    for i, s in enumerate(seeds):
+        if progress:
+            progress(f"seed {i + 1}/{len(seeds)}")
+        pass_start = time.perf_counter()
+        rows, grads, loss, loss_name = _one_pass(torch, runnable, watched, s)
+        losses.append(loss)
+        # One fused norm per gradient; a zero norm is then checked exactly (a norm can underflow).
+        user_grads = {user: grads[inner] for inner, user in runnable.param_names.items() if inner in grads}
+        with torch.no_grad():
+            norms = dict(zip(user_grads, (float(n) for n in torch._foreach_norm(list(user_grads.values()))))) if user_grads else {}
+        for w in watched:
+            weight = w.layer.weight
+            if weight is not None and weight.name in norms:
+                rows[w.layer.name]["weight_grad_norm"] = norms[weight.name]
+                rows[w.layer.name]["grad_to_weight"] = _ratio(norms[weight.name], weight_norms.get(weight.name))
+        per_seed.append(rows)
+        measured_params = set(user_grads)
+        exact_zero = {user for user, norm in norms.items() if norm == 0 and not bool(torch.count_nonzero(user_grads[user]))}
+        zero_grads = exact_zero if zero_grads is None else zero_grads & exact_zero
+        budget.check(f"seed {i + 1} of {len(seeds)}")
+        if i == 0:  # stop now rather than run into the budget: the passes cost about the same
+            per_pass = time.perf_counter() - pass_start
+            if budget.elapsed + per_pass * (len(seeds) - 1) > budget.seconds:
+                raise ProbeTimeout(f"one forward + backward pass takes {per_pass:.1f} s: {len(seeds)} do not fit the {budget.seconds:g} s budget (--probe-timeout)")
+
+    layers = []
+    for w in watched:
+        name = w.layer.name
+        row = {"layer": name, "weight": w.layer.weight.name if w.layer.weight is not None else None, "kind": w.layer.kind}
+        for key in ("units", "mean", "std", "second_moment", "weight_second_moment", "grad_norm", "grad_rms", "weight_grad_norm", "grad_to_weight", "dead_fraction", "saturated_fraction"):
+            row[key] = _median([seed_rows[name].get(key) for seed_rows in per_seed])
+        layers.append(row)
+
+    summary = _summarize(graph, layers, per_seed, watched)
+    frozen = _still_frozen(torch, runnable, sorted(zero_grads or ()), seeds[0], budget) if zero_grads else []
+    result = {
+        "seeds": seeds,
+        "loss": loss_name,
+        "loss_value": _median(losses),
+        "input_shapes": runnable.input_shapes,
+        "layers": layers,
+        **summary,
+        "measured_parameters": sorted(measured_params),
+        "zero_gradient_parameters": sorted(zero_grads or ()),
+        "frozen_parameters": frozen,
+        "train": None,
+    }
+    if train_steps > 0:
+        if progress:
+            progress(f"{train_steps} SGD steps")
+        result["train"] = _train(torch, runnable, seeds[0], train_steps, budget)
+    return result
+
+
+def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_Watched]) -> dict:
+    """Forward ratio: the second moment of the weights' part of the output (bias removed) at
+    the last over the first weighted layer; gradient ratio: the norm of the loss gradient with
+    respect to the first weighted layer's input over that of the last (DESIGN §8, whose
+    thresholds and measurements — 3.6e-5 at ReLU + Xavier depth 30, ≈48 for ResNet-50 — are
+    of norms, not of per-element RMS). An exactly zero signal at either end is left out. Layers whose weights
+    are all zero carry no signal by construction (a zero head, a LoRA B) and are left out; an
+    exactly-zero gradient or signal is the frozen-parameter check's business, not a ratio."""
+    signal = [w.layer.name for w in watched if w.layer.weight is not None and not w.layer.weight.stats.all_zero]
+    forward, backward, gradient_ends = [], [], (None, None)
+    for rows in per_seed:
+        q = [(n, rows[n].get("weight_second_moment")) for n in signal if rows[n].get("weight_second_moment") is not None]
+        d = [(n, rows[n].get("grad_norm")) for n in signal if rows[n].get("grad_norm") is not None]
+        if len(q) >= 2 and q[0][1] > 0 and q[-1][1] > 0:
+            forward.append(_ratio(q[-1][1], q[0][1]))
+        if len(d) >= 2 and d[0][1] > 0 and d[-1][1] > 0:
+            backward.append(_ratio(d[0][1], d[-1][1]))
+            gradient_ends = (d[0][0], d[-1][0])
+    first_q = next((r["weight_second_moment"] for r in layers if r["layer"] in signal and r["weight_second_moment"]), None)
+    last_g = next((r["grad_norm"] for r in reversed(layers) if r["layer"] in signal and r["grad_norm"]), None)
+    for row in layers:  # per layer, relative to the ends, for the table and the plot
+        row["forward_ratio"] = _ratio(row["weight_second_moment"], first_q)
+        row["backward_ratio"] = _ratio(row["grad_norm"], last_g)
+    return {
+        "first_layer": signal[0] if signal else None,
+        "last_layer": signal[-1] if signal else None,
+        "forward_ratio": _median(forward),
+        "gradient_ratio": _median(backward),
+        # The first layer whose input gradient exists (an embedding reads token ids, not a value).
+        "gradient_first_layer": gradient_ends[0],
+        "gradient_last_layer": gradient_ends[1],
+    }
+
+
+def _still_frozen(torch, runnable: Runnable, candidates: list[str], seed: int, budget: Budget) -> list[str]:
+    """Which exactly-zero gradients stay exactly zero after SGD steps on a copy (DESIGN §8)."""
+    module = copy.deepcopy(runnable.module)
+    inner_of = {user: inner for inner, user in runnable.param_names.items()}
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=SGD_LR)
+    args, kwargs = runnable.make_inputs(seed)
+    frozen = list(candidates)
+    for _ in range(UNFREEZE_STEPS):
+        if not frozen:
+            break
+        budget.check("the frozen-parameter check")
+        optimizer.zero_grad(set_to_none=True)
+        standard_loss(module(*args, **kwargs), seed)[0].backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        standard_loss(module(*args, **kwargs), seed)[0].backward()
+        still = []
+        for user in frozen:
+            grad = module.get_parameter(inner_of[user]).grad
+            if grad is not None and not bool(torch.count_nonzero(grad)):
+                still.append(user)
+        frozen = still
+    return frozen
+
+
+def _train(torch, runnable: Runnable, seed: int, steps: int, budget: Budget) -> dict:
+    module = runnable.module
+    optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=TRAIN_LR)
+    args, kwargs = runnable.make_inputs(seed)
+    losses = []
+    for _ in range(steps + 1):
+        budget.check("the training steps")
+        optimizer.zero_grad(set_to_none=True)
+        loss = standard_loss(module(*args, **kwargs), seed)[0]
+        losses.append(float(loss.detach()))
+        if len(losses) > steps:
+            break
+        loss.backward()
+        optimizer.step()
+    start, end = losses[0], losses[-1]
+    change = (start - end) / abs(start) if start else 0.0
+    return {
+        "optimizer": f"SGD(lr={TRAIN_LR}, momentum=0)",
+        "steps": steps,
+        "loss_start": start,
+        "loss_end": end,
+        "relative_decrease": change if math.isfinite(change) else None,
+        "moved": bool(math.isfinite(change) and change > LOSS_MOVED),
+    }

@@ -1,0 +1,411 @@
+"""Turn a ModelGraph into something the probe can run: a private copy of the model as a torch
+module, the inputs to feed it, and which of its modules and parameters are which graph layers
+and tensors. torch is imported only by the functions here, only when the probe runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .. import graph as g
+from ..graph import ModelGraph
+
+# Small defaults for dimensions nobody fixed (DESIGN §8: a batch of a few hundred samples
+# where the model is small, fewer where one sample is large).
+SAMPLE_ELEMENTS_BUDGET = 2**20
+MIN_BATCH, MAX_BATCH = 8, 256
+DEFAULT_SEQUENCE = 16
+# Spatial sizes tried in order for a conv model with no example input: the first one the model
+# accepts is used. 224 first for 2-D: the gradient-ratio thresholds were calibrated at the usual
+# training size (ResNet-50 ≈ 48 at 224), and global average pooling makes the ratio grow as the
+# input shrinks (measured on ResNet-50: 36 at 224, 57 at 112, 109 at 64, 295 at 32).
+SPATIAL_CANDIDATES = {
+    1: [(64,), (128,), (256,), (1024,), (16000,)],
+    2: [(224, 224), (32, 32), (28, 28), (64, 64), (96, 96), (128, 128), (256, 256), (299, 299)],
+    3: [(16, 112, 112), (8, 16, 16), (16, 32, 32)],
+}
+
+
+class ProbeUnavailable(Exception):
+    """The model cannot be run by the probe; the message says why (it becomes a note)."""
+
+
+@dataclass
+class Runnable:
+    module: Any  # a private torch.nn.Module copy, on the probe's device
+    make_inputs: Callable[[int], tuple[tuple, dict]]  # seed -> (args, kwargs)
+    # graph layer name -> module name inside ``module`` (only layers that are modules)
+    layer_modules: dict[str, str] = field(default_factory=dict)
+    # parameter name inside ``module`` -> the user's tensor name (graph.tensors key)
+    param_names: dict[str, str] = field(default_factory=dict)
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def batch_for(sample_elements: int) -> int:
+    batch = SAMPLE_ELEMENTS_BUDGET // max(sample_elements, 1)
+    return int(min(MAX_BATCH, max(MIN_BATCH, batch)))
+
+
+def set_probe_mode(module) -> None:
+    """Normalization layers use batch statistics, as in training (DESIGN §10: an ONNX export
+    run in inference form makes healthy BatchNorm nets look broken); dropout stays off so the
+    measurement is not noise."""
+    import torch
+
+    module.eval()
+    for sub in module.modules():
+        if isinstance(sub, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.instancenorm._InstanceNorm)):
+            sub.train()
+
+
+def prepare(graph: ModelGraph, input_shapes: dict[str, tuple[int, ...]], input_dtype: str | None, device: str) -> Runnable:
+    if graph.format == "onnx":
+        runnable = _from_onnx(graph, input_shapes, input_dtype)
+    elif graph.metadata.get("module") is not None:
+        runnable = _from_torch(graph, input_shapes, input_dtype)
+    else:
+        raise ProbeUnavailable(f"the probe cannot run a {graph.format} model (it needs a module:callable spec or an ONNX file)")
+    runnable.module.to(device)
+    set_probe_mode(runnable.module)
+    make = runnable.make_inputs
+    runnable.make_inputs = lambda seed: _to_device(make(seed), device)
+    return runnable
+
+
+def _to_device(inputs, device: str):
+    if device == "cpu":
+        return inputs
+    args, kwargs = inputs
+    move = lambda v: v.to(device) if hasattr(v, "to") else v  # noqa: E731
+    return tuple(move(a) for a in args), {k: move(v) for k, v in kwargs.items()}
+
+
+# --- torch modules ----------------------------------------------------------------------------
+
+
+def _from_torch(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
+    import torch
+
+    user_module = graph.metadata["module"]
+    try:
+        module = copy.deepcopy(user_module)  # never touch the user's model
+    except Exception as exc:
+        raise ProbeUnavailable(f"the model could not be copied for the probe ({type(exc).__name__}: {exc})") from None
+    names = dict(module.named_modules())
+    layer_modules = {}
+    for layer in graph.layers.values():
+        base = layer.name.split("#", 1)[0]
+        if base in names and base:
+            layer_modules.setdefault(layer.name, base)
+    param_names = {name: name for name, _ in module.named_parameters()}
+    example = graph.metadata.get("example_input")
+    make_inputs, shapes = _torch_inputs(torch, graph, module, example, input_shapes, input_dtype)
+    return Runnable(module, make_inputs, layer_modules, param_names, shapes)
+
+
+def _torch_inputs(torch, graph, module, example, input_shapes, input_dtype):
+    """From the user's example input, then --input-shape, then the first layer."""
+    vocab = _vocabulary(graph)
+    if example is not None:
+        if isinstance(example, torch.Tensor):
+            specs = [(tuple(example.shape), _dtype_name(example.dtype), _id_range(example, vocab))]
+            kw_names: list[str | None] = [None]
+        elif isinstance(example, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in example):
+            specs = [(tuple(t.shape), _dtype_name(t.dtype), _id_range(t, vocab)) for t in example]
+            kw_names = [None] * len(specs)
+        elif isinstance(example, dict) and all(isinstance(t, torch.Tensor) for t in example.values()):
+            specs = [(tuple(t.shape), _dtype_name(t.dtype), _id_range(t, vocab)) for t in example.values()]
+            kw_names = list(example.keys())
+        else:
+            raise ProbeUnavailable(f"the example input ({type(example).__name__}) is not a tensor, a tuple of tensors or a dict of tensors")
+    elif input_shapes:
+        specs, kw_names = [], []
+        for name, shape in input_shapes.items():
+            dtype = input_dtype or ("int64" if _first_weighted_kind(graph) == g.EMBEDDING else "float32")
+            specs.append((tuple(shape), dtype, vocab))
+            kw_names.append(name or None)
+    else:
+        shape, dtype = _shape_from_first_layer(graph, module)
+        specs, kw_names = [(shape, input_dtype or dtype, vocab)], [None]
+    shapes = {(kw or f"input{i}"): list(s[0]) for i, (s, kw) in enumerate(zip(specs, kw_names))}
+
+    def make_inputs(seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        args, kwargs = [], {}
+        for (shape, dtype, high), kw in zip(specs, kw_names):
+            value = _random_tensor(torch, shape, dtype, high, gen)
+            if kw is None:
+                args.append(value)
+            else:
+                kwargs[kw] = value
+        return tuple(args), kwargs
+
+    return make_inputs, shapes
+
+
+def _dtype_name(dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _id_range(tensor, vocab: int | None) -> int | None:
+    if tensor.dtype.is_floating_point:
+        return None
+    return vocab or int(tensor.max().item()) + 1
+
+
+def _random_tensor(torch, shape, dtype: str, high: int | None, gen):
+    if dtype.startswith(("int", "uint")) or dtype == "bool":
+        top = 2 if dtype == "bool" else max(int(high or 2), 1)
+        value = torch.randint(0, top, shape, generator=gen)
+        return value.bool() if dtype == "bool" else value.to(getattr(torch, dtype, torch.int64))
+    value = torch.randn(shape, generator=gen)
+    return value.to(getattr(torch, dtype, torch.float32))
+
+
+def _vocabulary(graph) -> int | None:
+    """Token ids must index every embedding: the smallest table bounds them."""
+    sizes = [layer.weight.shape[0] for layer in graph.layers.values() if layer.kind == g.EMBEDDING and layer.weight is not None and layer.weight.ndim == 2]
+    return min(sizes) if sizes else None
+
+
+def _first_weighted_kind(graph) -> str | None:
+    first = next(iter(graph.weighted_layers()), None)
+    return first.kind if first is not None else None
+
+
+def _shape_from_first_layer(graph, module) -> tuple[tuple[int, ...], str]:
+    import torch
+
+    nn = torch.nn
+    first = None
+    for _, sub in module.named_modules():
+        if isinstance(sub, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.EmbeddingBag, nn.RNNBase, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
+            first = sub
+            break
+    if first is None:
+        raise ProbeUnavailable("no example input and no Linear, Conv or Embedding layer to infer one from (use --input-shape)")
+    if isinstance(first, (nn.Embedding, nn.EmbeddingBag)):
+        return (batch_for(DEFAULT_SEQUENCE), DEFAULT_SEQUENCE), "int64"
+    if isinstance(first, nn.Linear):
+        return (batch_for(first.in_features), first.in_features), "float32"
+    if isinstance(first, nn.RNNBase):
+        per_sample = DEFAULT_SEQUENCE * first.input_size
+        batch = batch_for(per_sample)
+        return ((batch, DEFAULT_SEQUENCE, first.input_size) if first.batch_first else (DEFAULT_SEQUENCE, batch, first.input_size)), "float32"
+    channels = first.in_channels
+    tried = []
+    for spatial in SPATIAL_CANDIDATES[first.weight.ndim - 2]:
+        try:  # a model with a Flatten + Linear accepts one size only: find it on a batch of 2
+            with torch.no_grad():
+                module(torch.zeros((2, channels, *spatial)))
+        except Exception:
+            tried.append("x".join(map(str, spatial)))
+            continue
+        per_sample = channels * math.prod(spatial)
+        return (batch_for(per_sample), channels, *spatial), "float32"
+    raise ProbeUnavailable(f"no example input, and the model accepted none of the input sizes tried ({', '.join(tried)}); use --input-shape")
+
+
+# --- ONNX models, through onnx2torch --------------------------------------------------------------
+
+
+def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
+    import onnx
+    import torch
+
+    try:
+        import onnx2torch
+    except ImportError:
+        raise ProbeUnavailable("running an ONNX model needs onnx2torch (pip install onnx2torch)") from None
+    try:
+        proto = onnx.load(graph.target)
+    except Exception as exc:
+        raise ProbeUnavailable(f"the ONNX file could not be loaded with its weights ({type(exc).__name__}: {exc})") from None
+    layer_of_node = _onnx_layer_names(proto)
+    original_initializers = {init.name for init in proto.graph.initializer}
+    for index, node in enumerate(proto.graph.node):
+        node.name = f"n{index}"  # module names onnx2torch can use, and that map back to layers
+    _training_form(proto)
+    _add_missing_converters()
+    notes = _older_converters(proto)
+    try:
+        module = onnx2torch.convert(proto, attach_onnx_mapping=True)
+    except NotImplementedError as exc:
+        raise ProbeUnavailable(f"onnx2torch cannot convert this model: {' '.join(str(exc).split())[:200]}") from None
+    except Exception as exc:
+        raise ProbeUnavailable(f"onnx2torch failed on this model ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
+    param_names = _onnx_parameters(torch, module, proto, original_initializers)
+    layer_modules = {}
+    for node in proto.graph.node:
+        name = layer_of_node.get(int(node.name[1:]))
+        if name in graph.layers and hasattr(module, node.name):
+            layer_modules[name] = node.name
+    make_inputs, shapes = _onnx_inputs(torch, graph, input_shapes, input_dtype)
+    return Runnable(module, make_inputs, layer_modules, param_names, shapes, notes)
+
+
+def _add_missing_converters() -> None:
+    """Converters onnx2torch lacks for ops common in transformer exports (Gelu is opset 20)."""
+    import torch
+    from onnx2torch.node_converters import registry
+    from onnx2torch.utils.common import OperationConverterResult, onnx_mapping_from_node
+
+    if registry.OperationDescription("", "Gelu", 20) in registry._CONVERTER_REGISTRY:
+        return
+
+    @registry.add_converter(operation_type="Gelu", version=20)
+    def _gelu(node, graph):  # noqa: ARG001
+        approximate = node.attributes.get("approximate", "none")
+        approximate = approximate.decode() if isinstance(approximate, bytes) else approximate
+        return OperationConverterResult(torch_module=torch.nn.GELU(approximate=approximate), onnx_mapping=onnx_mapping_from_node(node=node))
+
+
+def _older_converters(proto) -> list[str]:
+    """onnx2torch registers converters per opset version of an op and lags behind ONNX: where an
+    op of this model has no converter at its version, use the newest older one (new versions of
+    Identity, Reshape, Relu, ... mostly widen the accepted types) and say so."""
+    from onnx import defs
+    from onnx2torch.node_converters import registry
+
+    opset = {(op.domain or ""): op.version for op in proto.opset_import}
+    table = registry._CONVERTER_REGISTRY
+    notes = []
+    for op_type in sorted({node.op_type for node in proto.graph.node if node.domain in ("", "ai.onnx")}):
+        try:
+            since = defs.get_schema(op_type, max_inclusive_version=opset.get("", 1), domain="").since_version
+        except Exception:
+            continue
+        wanted = registry.OperationDescription("", op_type, since)
+        if wanted in table:
+            continue
+        older = sorted(d.version for d in table if d.domain == "" and d.operation_type == op_type and d.version < since)
+        if older:
+            table[wanted] = table[registry.OperationDescription("", op_type, older[-1])]
+            notes.append(f"the probe ran ONNX {op_type} (opset {since}) with onnx2torch's opset-{older[-1]} converter")
+    return notes
+
+
+def _onnx_layer_names(proto) -> dict[int, str]:
+    """The layer name the ONNX loader gives each node (node name, or op_index when unnamed)."""
+    names: dict[int, str] = {}
+    used: set[str] = set()
+    for index, node in enumerate(proto.graph.node):
+        name = node.name or f"{node.op_type}_{index}"
+        while name in used:
+            name = f"{name}_{index}"
+        used.add(name)
+        names[index] = name
+    return names
+
+
+def _training_form(proto) -> None:
+    """Run normalization as in training: a training-mode export's BatchNormalization also
+    returns running statistics, which onnx2torch cannot convert and the probe does not need.
+    Constant nodes become initializers (onnx2torch has no converter for newer opsets' Constant)."""
+    from onnx import numpy_helper
+
+    for node in list(proto.graph.node):
+        value = next((a for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value is not None and len(node.output) == 1:
+            tensor = numpy_helper.to_array(value.t)
+            proto.graph.initializer.append(numpy_helper.from_array(tensor, node.output[0]))
+            proto.graph.node.remove(node)
+    # The TorchScript exporter links shared initializers through Identity nodes (DESIGN §10);
+    # onnx2torch wants the weights of Conv/Gemm as initializers, so point the uses at the source.
+    initializers = {init.name for init in proto.graph.initializer}
+    graph_outputs = {o.name for o in proto.graph.output}
+    alias = {}
+    for node in list(proto.graph.node):
+        if node.op_type == "Identity" and node.input and node.input[0] in initializers and node.output[0] not in graph_outputs:
+            alias[node.output[0]] = node.input[0]
+            proto.graph.node.remove(node)
+    if alias:
+        for node in proto.graph.node:
+            for i, name in enumerate(node.input):
+                if name in alias:
+                    node.input[i] = alias[name]
+    used = {name for node in proto.graph.node for name in node.input} | graph_outputs
+    for node in proto.graph.node:
+        if node.op_type == "BatchNormalization" and len(node.output) > 1 and not any(o in used for o in node.output[1:]):
+            del node.output[1:]
+            kept = [a for a in node.attribute if a.name != "training_mode"]
+            del node.attribute[:]
+            node.attribute.extend(kept)
+
+
+def _onnx_parameters(torch, module, proto, trainable: set[str]) -> dict[str, str]:
+    """Map each trainable tensor of the converted module to its ONNX initializer name.
+
+    onnx2torch moves a node's weights into its module (Conv, Gemm, BatchNorm: in input order)
+    and keeps other initializers as buffers, one per use. The model's own floating-point
+    initializers (``trainable``; not the constants folded in for conversion) become
+    parameters, as they are in training: a gate such as ReZero's alpha must be able to move.
+    """
+    initializers = {init.name for init in proto.graph.initializer}
+    names: dict[str, str] = {}
+    counter = 0
+    for node in proto.graph.node:
+        sub = getattr(module, node.name, None)
+        if sub is None:
+            continue
+        own = list(sub.named_parameters())
+        inits = [name for name in node.input[1:] if name in initializers]
+        for pname, param in own:
+            match = next((n for n in inits if _numel(proto, n) == param.numel()), None)
+            if match is not None:
+                inits.remove(match)
+                names[f"{node.name}.{pname}"] = match
+        mapping = getattr(sub, "onnx_mapping", None)
+        for value in getattr(mapping, "inputs", ()):
+            if value in initializers:
+                buffer_name = f"onnx_initializer_{counter}"
+                counter += 1
+                if value in trainable:
+                    names[f"initializers.{buffer_name}"] = value
+    container = getattr(module, "initializers", None)
+    if container is not None:
+        for key, value in list(container.named_buffers(recurse=False)):
+            if f"initializers.{key}" in names and value.is_floating_point():
+                delattr(container, key)
+                container.register_parameter(key, torch.nn.Parameter(value.clone()))
+    for pname, param in module.named_parameters():
+        if pname not in names:
+            param.requires_grad_(False)  # not a weight the user knows by name
+    return names
+
+
+def _numel(proto, name: str) -> int:
+    for init in proto.graph.initializer:
+        if init.name == name:
+            n = 1
+            for d in init.dims:
+                n *= d
+            return n
+    return -1
+
+
+def _onnx_inputs(torch, graph, input_shapes, input_dtype):
+    vocab = _vocabulary(graph)
+    specs = []
+    for position, (name, (dims, dtype)) in enumerate(graph.inputs.items()):
+        given = input_shapes.get(name) or (input_shapes.get("") if position == 0 else None)
+        if given is not None:
+            shape = tuple(given)
+        else:
+            known = [d for d in dims[1:] if d]
+            per_sample = int(math.prod(known)) if known else 1
+            shape = tuple(d if d else (batch_for(per_sample) if i == 0 else DEFAULT_SEQUENCE) for i, d in enumerate(dims))
+        dtype = input_dtype if (input_dtype and position == 0) else dtype
+        specs.append((name, shape, dtype))
+    if not specs:
+        raise ProbeUnavailable("the ONNX model has no graph inputs to feed")
+
+    def make_inputs(seed: int):
+        gen = torch.Generator().manual_seed(seed)
+        return tuple(_random_tensor(torch, shape, dtype, vocab, gen) for _, shape, dtype in specs), {}
+
+    return make_inputs, {name: list(shape) for name, shape, _ in specs}

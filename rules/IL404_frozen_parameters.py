@@ -1,0 +1,121 @@
+"""IL404 frozen-parameters."""
+
+from __future__ import annotations
+
+from initlint.engine import Example, Rule, Severity
+from initlint.probe import measurement_of
+from initlint.probe.measure import UNFREEZE_STEPS
+
+
+class FrozenParameters(Rule):
+    """A trainable parameter whose gradient is exactly zero and stays zero after SGD steps.
+
+    ## What it does
+    Runs the dynamic probe and collects every parameter that requires a gradient but gets an
+    exactly zero one on all three seeded probe batches. Those are run through plain-SGD steps
+    on a private copy of the model (up to three, so that a chain of intended zeros unfreezes
+    link by link); a parameter whose gradient is still exactly zero is flagged.
+
+    ## Why is this bad?
+    An exactly zero gradient that does not change after an update never will: the parameter,
+    and usually every layer before it, keeps its init for the whole of training. This is the
+    signature of the fatal zero patterns — a zero layer into ReLU at a pre-activation <= 0
+    (ReLU'(0) = 0 in PyTorch), two consecutive zero layers, LoRA with both A and B zero — and of
+    layers cut off by dead units.
+
+    ## Example
+    ```python
+    hidden = nn.Linear(32, 32)
+    nn.init.zeros_(hidden.weight)
+    nn.init.zeros_(hidden.bias)  # output 0 -> ReLU'(0) = 0: no gradient reaches this layer or the first
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), hidden, nn.ReLU(), nn.Linear(32, 4))
+    ```
+
+    ## How to fix
+    Initialize the layer randomly (`nn.init.kaiming_normal_` before ReLU, `xavier_uniform_`
+    before tanh). Keep zero init only where the output is added to a non-zero path (the last
+    layer of a residual branch, LoRA B with a random A) or is the model's head.
+
+    ## Known false positives
+    None of the allowlisted zero patterns is flagged: their zero gradients unfreeze after the
+    first step (a zero classifier head, a LoRA B = 0 with a random A, ReZero/SkipInit gates)
+    or the second (Fixup: a zero head and zero branch ends). A parameter the forward pass
+    does not use (no gradient at all) is not reported.
+
+    ## References
+    - DESIGN.md §5 (when a zero tensor is fatal), §8 (permanently frozen: zero after one step on a copy)
+    - Hu et al. 2021, "LoRA"; Zhang et al. 2019, "Fixup Initialization"; Bachlechner et al. 2020, "ReZero"
+    """
+
+    code = "IL404"
+    name = "frozen-parameters"
+    severity = Severity.ERROR
+    stage = "probe"
+    needs_structure = True
+
+    def check(self, graph):
+        probe = measurement_of(graph)
+        if probe is None:
+            return
+        for name in probe.get("frozen_parameters", []):
+            yield self.finding(
+                name,
+                f"its gradient is exactly 0 on all {len(probe['seeds'])} probe batches and still exactly 0 after up to {UNFREEZE_STEPS} plain-SGD steps on a copy: it will never train",
+                evidence={"seeds": probe["seeds"], "sgd_steps": UNFREEZE_STEPS},
+                fix="initialize the zero layer randomly (nn.init.kaiming_normal_ before ReLU); keep zeros only where the output is added to a non-zero path",
+            )
+
+    must_flag = ()
+    must_not_flag = ()
+
+
+def _il101_examples():
+    from initlint.rules import IL101_zero_weights as il101
+
+    return il101
+
+
+def zero_linear_before_relu():
+    return _il101_examples().zero_linear_before_relu()
+
+
+def two_consecutive_zero_layers():
+    return _il101_examples().two_consecutive_zero_layers()
+
+
+def lora_with_a_and_b_zero():
+    return _il101_examples().lora_with_a_and_b_zero()
+
+
+def lora_b_zero_a_random():
+    return _il101_examples().lora_b_zero_a_random()
+
+
+def zero_classifier_head():
+    return _il101_examples().zero_classifier_head()
+
+
+def rezero_gate():
+    return _il101_examples().rezero_gate()
+
+
+def fixup_zero_head_and_branch_ends():
+    import torch.nn as nn
+
+    model = _il101_examples().zero_last_conv_of_residual_branch()
+    nn.init.zeros_(model[-1].weight)  # Fixup also zeroes the classifier: two zero links in a row
+    nn.init.zeros_(model[-1].bias)
+    return model
+
+
+FrozenParameters.must_flag = (
+    Example(zero_linear_before_relu, flagged=("2.weight", "0.weight"), severity="error", input_shape=(32, 16)),
+    Example(two_consecutive_zero_layers, flagged=("2.weight", "4.weight"), severity="error", input_shape=(32, 16)),
+    Example(lora_with_a_and_b_zero, flagged=("2.lora_A.weight", "2.lora_B.weight"), severity="error", input_shape=(32, 16)),
+)
+FrozenParameters.must_not_flag = (
+    Example(lora_b_zero_a_random, input_shape=(32, 16)),
+    Example(zero_classifier_head, input_shape=(32, 16)),
+    Example(rezero_gate, input_shape=(32, 16)),
+    Example(fixup_zero_head_and_branch_ends, input_shape=(8, 3, 8, 8)),
+)

@@ -1,0 +1,326 @@
+"""The dynamic probe: verdicts on broken and healthy models, reproducibility, the user's model
+left untouched, inputs inferred, ONNX models run, budgets and missing converters handled."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from click.testing import CliRunner  # noqa: E402
+
+from initlint.cli import main  # noqa: E402
+from initlint.engine import Finding, Severity  # noqa: E402
+from initlint.loaders.torch_loader import graph_from_module  # noqa: E402
+from initlint.probe import ProbeOptions, run_probe  # noqa: E402
+from initlint.probe.confirm import check_prediction, confirm_findings  # noqa: E402
+from initlint.runner import LintOptions, TargetResult, lint_graph  # noqa: E402
+from initlint.testing import export_onnx  # noqa: E402
+
+
+def relu_mlp(depth: int, init, width: int = 64, features: int = 32) -> nn.Module:
+    layers = []
+    for i in range(depth):
+        layer = nn.Linear(features if i == 0 else width, width)
+        init(layer.weight)
+        nn.init.zeros_(layer.bias)
+        layers += [layer, nn.ReLU()]
+    return nn.Sequential(*layers, nn.Linear(width, 10))
+
+
+def probe_of(model, shape=(64, 32), **options):
+    graph = graph_from_module(model, type(model).__name__)
+    return graph, run_probe(graph, {"": shape}, None, ProbeOptions(**options))
+
+
+def glorot_finding(depth: int) -> Finding:
+    """What a static signal rule says about a ReLU + Glorot stack: the variance halves per layer."""
+    predicted = 0.5 ** (depth - 1)
+    return Finding(
+        "IL301", "vanishing-signal", Severity.ERROR, "0.weight", "forward variance vanishes",
+        prediction={"forward_ratio": predicted, "backward_ratio": predicted},
+    )
+
+
+def test_deep_relu_glorot_prediction_is_confirmed():
+    torch.manual_seed(0)
+    _, probe = probe_of(relu_mlp(30, nn.init.xavier_uniform_))
+    assert probe["status"] == "ok"
+    assert probe["gradient_ratio"] < 1e-3 and probe["forward_ratio"] < 1e-6
+    finding = glorot_finding(30)
+    confirm_findings([finding], probe)
+    assert finding.probe["verdict"] == "confirmed", finding.probe
+    assert finding.severity == Severity.ERROR
+
+
+def test_shallow_relu_glorot_vanishing_claim_is_refuted_and_drops_to_info():
+    torch.manual_seed(0)
+    _, probe = probe_of(relu_mlp(3, nn.init.xavier_uniform_))
+    finding = Finding("IL301", "vanishing-signal", Severity.ERROR, "0.weight", "signal vanishes", prediction={"forward_ratio_below": 1e-3, "backward_ratio_below": 1e-3})
+    confirm_findings([finding], probe)
+    assert finding.probe["verdict"] == "refuted"
+    assert finding.severity == Severity.INFO
+    assert "refuted by the probe" in finding.message and finding.probe["original_severity"] == "error"
+
+
+def test_finding_without_prediction_is_inconclusive():
+    torch.manual_seed(0)
+    _, probe = probe_of(relu_mlp(3, nn.init.xavier_uniform_))
+    finding = Finding("IL105", "nonzero-mean-weights", Severity.ERROR, "0.weight", "mean far from 0")
+    confirm_findings([finding], probe)
+    assert finding.probe["verdict"] == "inconclusive" and finding.severity == Severity.ERROR
+
+
+def test_same_numbers_twice():
+    torch.manual_seed(0)
+    model = relu_mlp(8, nn.init.xavier_uniform_)
+    graph = graph_from_module(model, "m")
+    first = run_probe(graph, {"": (64, 32)}, None, ProbeOptions(seed=3))
+    second = run_probe(graph, {"": (64, 32)}, None, ProbeOptions(seed=3))
+    first.pop("elapsed_s"), second.pop("elapsed_s")
+    assert first == second
+    other = run_probe(graph, {"": (64, 32)}, None, ProbeOptions(seed=4))
+    assert other["seeds"] == [4, 5, 6] and other["layers"] != first["layers"]
+
+
+def test_user_model_is_unchanged_by_a_probe():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    model.eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng = torch.random.get_rng_state()
+    graph = graph_from_module(model, "m")
+    probe = run_probe(graph, {"": (8, 3, 8, 8)}, None, ProbeOptions(train_steps=3))
+    assert probe["status"] == "ok" and probe["train"]["steps"] == 3
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
+    assert not model.training and not model[1].training
+    assert all(p.grad is None for p in model.parameters())
+    assert not any(m._forward_hooks for m in model.modules())
+    assert torch.equal(torch.random.get_rng_state(), rng)
+
+
+def test_zero_layer_before_relu_is_confirmed_through_the_cli(tmp_path):
+    (tmp_path / "zmodel.py").write_text(textwrap.dedent("""
+        import torch.nn as nn
+
+        def build():
+            model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+            nn.init.zeros_(model[2].weight)
+            nn.init.zeros_(model[2].bias)
+            return model
+    """))
+    result = CliRunner().invoke(main, [f"{tmp_path / 'zmodel.py'}:build", "--format", "json"])
+    assert result.exit_code == 1, result.output
+    data = json.loads(result.output)["results"][0]
+    il101 = [f for f in data["findings"] if f["code"] == "IL101"]
+    assert il101 and il101[0]["probe"]["verdict"] == "confirmed"
+    assert "2.weight" in data["probe"]["frozen_parameters"]
+    assert not [f for f in data["findings"] if f["code"].startswith("IL4")], "IL4xx only run with --probe always"
+
+
+def test_probe_never_and_auto_without_findings_skip_the_probe(tmp_path):
+    (tmp_path / "hmodel.py").write_text("import torch.nn as nn\n\ndef build():\n    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))\n")
+    for mode in ("auto", "never"):
+        result = CliRunner().invoke(main, [f"{tmp_path / 'hmodel.py'}:build", "--format", "json", "--probe", mode])
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.output)["results"][0]["probe"] is None
+
+
+def test_resnet18_with_probe_always_has_no_probe_errors():
+    torchvision = pytest.importorskip("torchvision")
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=10)
+    graph = graph_from_module(model, "resnet18")
+    graph.metadata["example_input"] = torch.randn(4, 3, 32, 32)
+    result = TargetResult(target="resnet18", format="torch", graph=graph)
+    lint_graph(graph, LintOptions(probe="always", select=["IL4"]), result)
+    assert result.probe["status"] == "ok", result.probe
+    assert result.probe["input_shapes"] == {"input0": [4, 3, 32, 32]}
+    assert 1e-3 < result.probe["gradient_ratio"] < 70
+    errors = [(f.code, f.location, f.message) for f in result.findings if f.severity >= Severity.ERROR]
+    assert not errors
+
+
+def test_input_is_inferred_from_the_first_layer():
+    class Tokens(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(50, 16)
+            self.head = nn.Linear(16, 50)
+
+        def forward(self, ids):
+            return self.head(self.embed(ids)).mean(dim=1)
+
+    graph = graph_from_module(Tokens(), "tokens")
+    probe = run_probe(graph, {}, None)
+    assert probe["status"] == "ok", probe["reason"]
+    batch, length = probe["input_shapes"]["input0"]
+    assert batch >= 8 and length == 16
+    pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
+    probe = run_probe(graph_from_module(pooled, "pooled"), {}, None)
+    assert probe["status"] == "ok" and probe["input_shapes"]["input0"][1:] == [3, 224, 224]
+    flat = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))  # MNIST-sized only
+    probe = run_probe(graph_from_module(flat, "flat"), {}, None)
+    assert probe["status"] == "ok" and probe["input_shapes"]["input0"][1:] == [1, 28, 28]
+
+
+def test_onnx_model_runs_with_batch_statistics(tmp_path):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    path = tmp_path / "bn.onnx"
+    torch.onnx.export(model.eval(), (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, do_constant_folding=False, input_names=["x"], dynamic_axes={"x": {0: "batch"}})
+    result = CliRunner().invoke(main, [str(path), "--probe", "always", "--format", "json"])
+    data = json.loads(result.output)["results"][0]
+    probe = data["probe"]
+    assert probe["status"] == "ok", probe
+    assert probe["input_shapes"]["x"][0] >= 8  # a dynamic batch gets a small default
+    conv = probe["layers"][0]
+    assert conv["weight"] == "0.weight" and conv["dead_fraction"] is not None
+    assert set(probe["measured_parameters"]) >= {"0.weight", "4.weight", "1.weight"}
+
+
+def test_missing_onnx_converter_is_inconclusive_and_named(tmp_path):
+    import onnx
+
+    model = onnx.parser.parse_model(textwrap.dedent("""
+        <ir_version: 8, opset_import: ["" : 17, "com.example" : 1]>
+        agraph (float[4, 16] x) => (float[4, 8] y) {
+            h = Gemm <transB = 1> (x, w, b)
+            r = Relu (h)
+            y = com.example.Mystery (r)
+        }
+    """))
+    w = onnx.numpy_helper.from_array(np.zeros((8, 16), dtype="float32"), "w")
+    b = onnx.numpy_helper.from_array(np.zeros(8, dtype="float32"), "b")
+    model.graph.initializer.extend([w, b])
+    path = tmp_path / "mystery.onnx"
+    onnx.save(model, str(path))
+    result = CliRunner().invoke(main, [str(path), "--probe", "always", "--format", "json"])
+    data = json.loads(result.output)["results"][0]
+    assert data["error"] is None and data["probe"]["status"] == "unavailable"
+    assert "Mystery" in data["probe"]["reason"]
+    assert any("Mystery" in note for note in data["notes"])
+    assert all(f["probe"]["verdict"] == "inconclusive" for f in data["findings"])
+
+
+def test_timeout_makes_verdicts_inconclusive():
+    torch.manual_seed(0)
+    graph, probe = probe_of(relu_mlp(30, nn.init.xavier_uniform_), timeout_s=1e-9)
+    assert probe["status"] == "timeout"
+    finding = glorot_finding(30)
+    confirm_findings([finding], None, probe["reason"])
+    assert finding.probe["verdict"] == "inconclusive" and finding.severity == Severity.ERROR
+
+
+def test_prediction_vocabulary():
+    probe = {
+        "forward_ratio": 1e-8, "gradient_ratio": 1e-4,
+        "layers": [{"layer": "fc", "weight": "fc.weight", "forward_ratio": 0.5, "backward_ratio": 0.1, "dead_fraction": 0.9}],
+        "frozen_parameters": ["a.weight"], "measured_parameters": ["a.weight", "b.weight"],
+    }
+    assert check_prediction({"forward_ratio_below": 1e-3}, probe)[0] == "confirmed"
+    assert check_prediction({"backward_ratio_above": 70}, probe)[0] == "refuted"
+    assert check_prediction({"dead_fraction_above": 0.7, "layer": "fc.weight"}, probe)[0] == "confirmed"
+    assert check_prediction({"forward_ratio_below": 0.1, "layer": "fc"}, probe)[0] == "refuted"
+    assert check_prediction({"frozen_parameters": ["a.weight"]}, probe)[0] == "confirmed"
+    assert check_prediction({"frozen_parameters": ["b.weight"]}, probe)[0] == "refuted"
+    assert check_prediction({"frozen_parameters": ["unknown"]}, probe)[0] == "inconclusive"
+    # Predicted values: the same pathology confirms (even if stronger), a healthy measurement refutes.
+    assert check_prediction({"forward_ratio": 1e-5}, probe)[0] == "confirmed"
+    assert check_prediction({"forward_ratio": 1e-5}, {**probe, "forward_ratio": 0.3})[0] == "refuted"
+    assert check_prediction({"backward_ratio": 1e-6}, probe)[0] == "confirmed"
+    assert check_prediction({"forward_var_below": 1e-3}, probe)[0] == "confirmed"
+    # A bound on the gradient variance ratio: the measured ratio 1e-4 is 1e-8 in variance.
+    assert check_prediction({"backward_var_below": 1e-6}, probe)[0] == "confirmed"
+    assert check_prediction({"backward_var_below": 1e-10}, probe)[0] == "refuted"
+    verdict, _, reason = check_prediction({"curvature_above": 0.5}, probe)
+    assert verdict == "inconclusive" and "curvature_above" in reason
+
+
+def test_saturation_is_measured_before_tanh():
+    torch.manual_seed(0)
+    layers = []
+    for i in range(4):
+        layer = nn.Linear(32 if i == 0 else 64, 64)
+        nn.init.normal_(layer.weight)  # std 1 at fan-in 64: |z| ~ 8, deep in saturation
+        layers += [layer, nn.Tanh()]
+    _, probe = probe_of(nn.Sequential(*layers, nn.Linear(64, 10)))
+    rows = {row["layer"]: row for row in probe["layers"]}
+    assert rows["2"]["saturated_fraction"] > 0.5 and rows["8"].get("saturated_fraction") is None
+    finding = Finding("IL202", "saturating-activation-overscaled", Severity.ERROR, "2.weight", "saturates", prediction={"saturation_above": 0.5, "layer": "2"})
+    confirm_findings([finding], probe)
+    assert finding.probe["verdict"] == "confirmed"
+    _, healthy = probe_of(relu_mlp(3, nn.init.xavier_uniform_))
+    assert all(row.get("saturated_fraction") is None for row in healthy["layers"])
+
+
+def test_plot_is_written(tmp_path):
+    pytest.importorskip("matplotlib")
+    from initlint.plot import plot_probe
+
+    torch.manual_seed(0)
+    _, probe = probe_of(relu_mlp(6, nn.init.xavier_uniform_))
+    for suffix in ("png", "svg"):
+        out = plot_probe(probe, [glorot_finding(6)], str(tmp_path / f"signal.{suffix}"), title="mlp")
+        assert out.stat().st_size > 1000
+    assert (tmp_path / "signal.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
+
+
+def test_onnx_static_path_never_imports_torch(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "healthy.onnx"
+    export_onnx(nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)), torch.randn(2, 8), path)
+    code = textwrap.dedent(f"""
+        import sys
+        from initlint.runner import LintOptions, lint_target
+        for mode in ("auto", "never"):
+            result = lint_target({str(path)!r}, LintOptions(probe=mode))
+            assert result.error is None and result.probe is None, result.error
+        assert "torch" not in sys.modules, "torch was imported"
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_unavailable_device_falls_back_to_cpu_with_a_note():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present: cuda would be used")
+    torch.manual_seed(0)
+    _, probe = probe_of(relu_mlp(2, nn.init.xavier_uniform_), device="cuda")
+    assert probe["status"] == "ok" and probe["device"] == "cpu"
+    assert any("not available" in note for note in probe["notes"])
+
+
+def test_auto_mode_leaves_very_large_models_alone(monkeypatch):
+    import initlint.probe as probe_module
+
+    monkeypatch.setattr(probe_module, "AUTO_MAX_PARAMETERS", 100)
+    torch.manual_seed(0)
+    model = relu_mlp(3, nn.init.zeros_)  # zero layers into ReLU: IL101 errors, so auto wants to probe
+    graph = graph_from_module(model, "big")
+    result = TargetResult(target="big", format="torch", graph=graph)
+    lint_graph(graph, LintOptions(probe="auto"), result)
+    assert result.findings and result.probe is None
+    assert any("--probe always" in note for note in result.notes)
+    assert all(f.probe["verdict"] == "inconclusive" for f in result.findings)
+
+
+def test_plot_option_writes_the_file_and_implies_the_probe(tmp_path):
+    pytest.importorskip("matplotlib")
+    (tmp_path / "pmodel.py").write_text("import torch.nn as nn\n\ndef build():\n    return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))\n")
+    out = tmp_path / "signal.png"
+    result = CliRunner().invoke(main, [f"{tmp_path / 'pmodel.py'}:build", "--plot", str(out), "--format", "json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["results"][0]["probe"]["status"] == "ok"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = CliRunner().invoke(main, [f"{tmp_path / 'pmodel.py'}:build", "--plot", str(tmp_path / "signal.pdf")])
+    assert bad.exit_code == 2 and ".png or .svg" in bad.output
