@@ -44,3 +44,22 @@ def test_eval_mode_export_of_a_batchnorm_stack_is_not_a_vanishing_signal(tmp_pat
 
 def test_the_same_stack_without_batchnorm_is_still_flagged(tmp_path):
     assert "IL301" in errors(export(conv_stack(12, batchnorm=False), tmp_path / "plain.onnx", dynamo=False))
+
+
+def probe_errors(path: str) -> tuple[set[str], list[str]]:
+    result = lint_target(path, LintOptions(probe="always"))
+    assert result.error is None, result.error
+    return {f.code for f in result.findings if f.severity >= Severity.ERROR}, result.notes
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript-exporter", "dynamo-exporter"])
+def test_probe_puts_folded_batchnorm_back_and_finds_the_export_healthy(tmp_path, dynamo):
+    codes, notes = probe_errors(export(conv_stack(12, batchnorm=True), tmp_path / "bn.onnx", dynamo))
+    assert not codes & {"IL401", "IL402"}, notes
+    assert any("put back 13 BatchNorm layers" in note for note in notes), notes
+
+
+def test_probe_still_confirms_vanishing_in_the_plain_stack(tmp_path):
+    codes, notes = probe_errors(export(conv_stack(12, batchnorm=False), tmp_path / "plain.onnx", dynamo=False))
+    assert "IL401" in codes, notes
+    assert not any("put back" in note for note in notes)

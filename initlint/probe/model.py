@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import numpy as np
+
 from .. import graph as g
 from ..graph import ModelGraph
 
@@ -232,6 +234,12 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
     _training_form(proto)
     _add_missing_converters()
     notes = _older_converters(proto)
+    restored = _restore_folded_norms(proto, graph, layer_of_node)
+    if restored:
+        notes.append(
+            f"the probe put back {restored} BatchNorm layers that the eval-mode export folded into convolutions "
+            "(as at init: scale 1, shift 0, batch statistics), so it measures the network as it trains (DESIGN.md §10)"
+        )
     try:
         module = onnx2torch.convert(proto, attach_onnx_mapping=True)
     except NotImplementedError as exc:
@@ -241,11 +249,31 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
     param_names = _onnx_parameters(torch, module, proto, original_initializers)
     layer_modules = {}
     for node in proto.graph.node:
+        if not node.name[1:].isdigit():
+            continue  # a node the probe added (a restored BatchNorm)
         name = layer_of_node.get(int(node.name[1:]))
         if name in graph.layers and hasattr(module, node.name):
             layer_modules[name] = node.name
     make_inputs, shapes = _onnx_inputs(torch, graph, input_shapes, input_dtype)
+    first = next(iter(graph.inputs.values()), ((), ""))[0]
+    if not input_shapes and first and first[0] == 1:
+        # Exports often fix the batch at 1; BatchNorm statistics over one sample are nothing like
+        # training's. Many graphs still accept a larger batch: use one where they do.
+        wider, wider_shapes = _onnx_inputs(torch, graph, input_shapes, input_dtype, widen_batch=True)
+        if wider_shapes != shapes and _accepts(torch, module, wider):
+            make_inputs, shapes = wider, wider_shapes
+            notes.append(f"the export fixes the batch at 1; the graph accepts {list(shapes.values())[0][0]}, which the probe used")
     return Runnable(module, make_inputs, layer_modules, param_names, shapes, notes)
+
+
+def _accepts(torch, module, make_inputs) -> bool:
+    args, kwargs = make_inputs(0)
+    try:
+        with torch.no_grad():
+            module(*args, **kwargs)
+    except Exception:
+        return False
+    return True
 
 
 def _add_missing_converters() -> None:
@@ -289,6 +317,47 @@ def _older_converters(proto) -> list[str]:
     return notes
 
 
+def _restore_folded_norms(proto, graph: ModelGraph, layer_of_node: dict[int, str]) -> int:
+    """Insert a fresh BatchNormalization after every convolution the static signal found to have
+    absorbed one at export: without it the probe would measure an inference-form network."""
+    from onnx import helper, numpy_helper
+
+    from ..signal import signal_of
+
+    try:
+        folded = signal_of(graph).folded_norm
+    except Exception:  # no signal, no restoration: the probe then measures the file as it is
+        return 0
+    if not folded:
+        return 0
+    nodes = list(proto.graph.node)
+    rebuilt = []
+    count = 0
+    for node in nodes:
+        rebuilt.append(node)
+        layer = graph.layers.get(layer_of_node.get(int(node.name[1:]), "")) if node.name[1:].isdigit() else None
+        if node.op_type != "Conv" or layer is None or layer.name not in folded or layer.weight is None:
+            continue
+        channels = layer.weight.shape[0]
+        prefix = f"{node.name}_restored_bn"
+        for suffix, value in (("scale", 1.0), ("bias", 0.0), ("mean", 0.0), ("var", 1.0)):
+            proto.graph.initializer.append(numpy_helper.from_array(np.full(channels, value, np.float32), f"{prefix}.{suffix}"))
+        conv_out = node.output[0]
+        node.output[0] = f"{prefix}.input"
+        rebuilt.append(
+            helper.make_node(
+                "BatchNormalization",
+                [node.output[0], f"{prefix}.scale", f"{prefix}.bias", f"{prefix}.mean", f"{prefix}.var"],
+                [conv_out],
+                name=prefix,
+            )
+        )
+        count += 1
+    del proto.graph.node[:]
+    proto.graph.node.extend(rebuilt)
+    return count
+
+
 def _onnx_layer_names(proto) -> dict[int, str]:
     """The layer name the ONNX loader gives each node (node name, or op_index when unnamed)."""
     names: dict[int, str] = {}
@@ -328,6 +397,14 @@ def _training_form(proto) -> None:
             for i, name in enumerate(node.input):
                 if name in alias:
                     node.input[i] = alias[name]
+    # The dynamo exporter writes Reshape(allowzero=1), which onnx2torch refuses; it only differs
+    # from allowzero=0 when the target shape holds a 0, so drop it where the shape is a constant without one.
+    constants = {init.name: init for init in proto.graph.initializer}
+    for node in proto.graph.node:
+        allowzero = next((a for a in node.attribute if a.name == "allowzero"), None)
+        if node.op_type == "Reshape" and allowzero is not None and len(node.input) > 1 and node.input[1] in constants:
+            if 0 not in numpy_helper.to_array(constants[node.input[1]]).reshape(-1).tolist():
+                node.attribute.remove(allowzero)
     used = {name for node in proto.graph.node for name in node.input} | graph_outputs
     for node in proto.graph.node:
         if node.op_type == "BatchNormalization" and len(node.output) > 1 and not any(o in used for o in node.output[1:]):
@@ -388,7 +465,8 @@ def _numel(proto, name: str) -> int:
     return -1
 
 
-def _onnx_inputs(torch, graph, input_shapes, input_dtype):
+def _onnx_inputs(torch, graph, input_shapes, input_dtype, widen_batch: bool = False):
+    """Random inputs by the graph's input specs; ``widen_batch`` replaces a batch fixed at 1."""
     vocab = _vocabulary(graph)
     specs = []
     for position, (name, (dims, dtype)) in enumerate(graph.inputs.items()):
@@ -399,6 +477,8 @@ def _onnx_inputs(torch, graph, input_shapes, input_dtype):
             known = [d for d in dims[1:] if d]
             per_sample = int(math.prod(known)) if known else 1
             shape = tuple(d if d else (batch_for(per_sample) if i == 0 else DEFAULT_SEQUENCE) for i, d in enumerate(dims))
+            if widen_batch and dims and dims[0] == 1:
+                shape = (batch_for(per_sample), *shape[1:])
         dtype = input_dtype if (input_dtype and position == 0) else dtype
         specs.append((name, shape, dtype))
     if not specs:
