@@ -388,7 +388,9 @@ def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None
             continue
 
         name = node.name or f"{op}_{index}"
-        while name in used_names or name.startswith("output:"):
+        if name.startswith("output:"):  # reserved for the graph's output markers
+            name = f"{op}_{index}_{name}"
+        while name in used_names:
             name = f"{name}_{index}"
         used_names.add(name)
         layer = Layer(name=name, kind=g.OTHER, op=op, attrs={})
