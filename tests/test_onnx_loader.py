@@ -73,7 +73,7 @@ def backed_by_file_map(array: np.ndarray) -> bool:
     base = array
     while isinstance(base, np.ndarray):
         base = base.base
-    return isinstance(base, mmap.mmap)
+    return isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap)
 
 
 def load_error(path: Path) -> str:
