@@ -70,6 +70,9 @@ class Tensor:
         # Called with a flat element range [start, stop) once the pass no longer needs it, so
         # memory-mapped pages leave the resident set instead of piling up to the model's size.
         self._release = release
+        # Axes other than 0 that index a layer's units (e.g. -1 for a MatMul weight stored
+        # [in, out]): their per-unit statistics come out of the same single pass.
+        self.unit_axes: set[int] = set()
 
     def __repr__(self) -> str:
         return f"Tensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
@@ -111,15 +114,19 @@ class Tensor:
 
     @functools.cached_property
     def stats(self) -> TensorStats:
-        return compute_stats(self.shape, self.chunks())
+        return compute_stats(self.shape, self.chunks(), self.unit_axes)
 
     def stats_along(self, axis: int) -> TensorStats:
         """Statistics with ``axis`` as the unit (row) axis; axis 0 is the shared single pass."""
         axis = axis % self.ndim if self.ndim else 0
         if axis == 0:
             return self.stats
+        if "stats" not in self.__dict__:
+            self.unit_axes.add(axis)  # not read yet: one pass serves both axes
+        if axis in self.stats.along:
+            return self.stats.along[axis]
         cache = self.__dict__.setdefault("_stats_along", {})
-        if axis not in cache:
+        if axis not in cache:  # values were read before this axis was asked for, or hold NaN/inf
             moved_shape = (self.shape[axis], *self.shape[:axis], *self.shape[axis + 1 :])
             cache[axis] = compute_stats(moved_shape, self.chunks(axis))
         return cache[axis]
@@ -193,6 +200,8 @@ class ModelGraph:
         self.layers[layer.name] = layer
         for role, tensor in layer.params.items():
             self.tensors.setdefault(tensor.name, tensor)
+        if layer.weight is not None and layer.weight.ndim >= 2 and layer.unit_axis % layer.weight.ndim:
+            layer.weight.unit_axes.add(layer.unit_axis % layer.weight.ndim)
         for cached in ("_consumers", "depth"):
             self.__dict__.pop(cached, None)
         return layer

@@ -8,7 +8,7 @@ so per-unit facts (constant rows, duplicate rows) come out of the same pass as t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 import numpy as np
@@ -37,6 +37,9 @@ class TensorStats:
     # Groups of identical non-zero rows, each a list of row indices (at most a few are kept).
     duplicate_row_groups: list[list[int]] = field(default_factory=list)
     duplicate_rows: int = 0  # rows that repeat an earlier row
+    # The same statistics with another axis as the unit (row) axis, from the same pass
+    # (compute_stats' unit_axes): only the per-unit fields differ.
+    along: dict[int, TensorStats] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def std(self) -> float:
@@ -73,11 +76,73 @@ def _multipliers(n: int) -> np.ndarray:
     return cached[:n]
 
 
-def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> TensorStats:
-    """One pass over ``chunks``: float arrays of whole rows, in order, flattened or 2-D."""
+class _UnitAxis:
+    """Per-unit facts (constant, zero, duplicate units) along ``axis`` != 0, gathered from the
+    axis-0 row chunks of the main pass, so a weight stored [in, out] needs no second pass."""
+
+    def __init__(self, shape: tuple[int, ...], axis: int):
+        self.shape, self.axis, self.units = shape, axis, shape[axis]
+        self.per_row = math.prod(shape[1:]) // self.units  # elements of one unit in one row
+        self.lo = np.full(self.units, np.inf)
+        self.hi = np.full(self.units, -np.inf)
+        self.fingerprint = np.zeros(self.units, np.uint64)
+        self.other = tuple(i for i in range(len(shape)) if i != axis)
+        self.row = 0
+
+    def add(self, flat: np.ndarray) -> None:
+        block = flat.reshape(-1, *self.shape[1:])
+        rows = block.shape[0]
+        np.minimum(self.lo, block.min(axis=self.other), out=self.lo)
+        np.maximum(self.hi, block.max(axis=self.other), out=self.hi)
+        # Position of each element within its unit, in the order of the unit-first layout.
+        first, last = self.row * self.per_row, (self.row + rows) * self.per_row
+        weights = _multipliers(last)[first:last].reshape([rows, *(1 if i == self.axis else d for i, d in enumerate(self.shape) if i)])
+        self.fingerprint += (block.view(np.uint64) * weights).sum(axis=self.other, dtype=np.uint64)
+        self.row += rows
+
+    def stats(self, main: TensorStats) -> TensorStats:
+        if self.units == 1:  # as compute_stats counts a single row
+            return replace(main, rows=1, constant_rows=int(main.min == main.max), zero_rows=int(main.zero_count == main.count), along={})
+        if main.count // self.units <= 1:  # one-element units: no per-unit facts, as in compute_stats
+            return replace(main, rows=self.units, constant_rows=0, zero_rows=0, along={})
+        constant = self.lo == self.hi
+        zero = constant & (self.lo == 0)
+        self.fingerprint[zero] = 0
+        groups = _duplicate_groups([self.fingerprint])
+        return replace(
+            main,
+            rows=self.units,
+            constant_rows=int(constant.sum()),
+            zero_rows=int(zero.sum()),
+            duplicate_rows=sum(len(g) - 1 for g in groups),
+            duplicate_row_groups=groups[:5],
+            along={},
+        )
+
+
+def _duplicate_groups(fingerprints: list[np.ndarray]) -> list[list[int]]:
+    """Groups of rows with equal non-zero fingerprints, ordered by their first row."""
+    keys = np.concatenate(fingerprints)
+    order = np.argsort(keys, kind="stable")
+    ordered = keys[order]
+    repeated = np.flatnonzero((ordered[1:] == ordered[:-1]) & (ordered[1:] != 0))
+    groups: dict[int, list[int]] = {}
+    for i in repeated:
+        group = groups.setdefault(int(ordered[i]), [int(order[i])])
+        group.append(int(order[i + 1]))
+    return sorted(sorted(g) for g in groups.values())
+
+
+def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_axes: Iterable[int] = ()) -> TensorStats:
+    """One pass over ``chunks``: float arrays of whole rows, in order, flattened or 2-D.
+
+    For each axis in ``unit_axes`` the statistics with that axis as the unit axis come from
+    the same pass, in ``.along[axis]`` (left out when the tensor holds NaN or infinity).
+    """
     count = math.prod(shape)
     rows = shape[0] if len(shape) >= 2 else 1
     row_len = count // rows if rows else 0
+    axes = [_UnitAxis(shape, a) for a in sorted(set(unit_axes)) if 0 < a < len(shape) and count]
 
     # Raw power sums (float64 is ample for weights); the centred moments follow at the end.
     s1 = s2 = s3 = s4 = 0.0
@@ -86,7 +151,6 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> Tenso
     lo, hi = math.inf, -math.inf
     constant_rows = zero_rows = 0
     fingerprints: list[np.ndarray] = []
-    row_blocks: list[np.ndarray] = []  # kept only while a block may hold duplicate candidates
     seen = 0
     per_row = rows > 1 and row_len > 1
 
@@ -131,6 +195,11 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> Tenso
             fingerprints.append(fingerprint)
         elif values.size:
             lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+        if axes and not nonfinite and flat.size % max(row_len, 1) == 0:
+            for unit_axis in axes:
+                unit_axis.add(flat)
+        elif axes:
+            axes = []  # not whole rows, or non-finite values: stats_along takes its own pass
         seen += flat.size
 
     if finite:
@@ -163,16 +232,9 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray]) -> Tenso
         zero_rows=zero_rows,
     )
     if fingerprints and not nonfinite:
-        keys = np.concatenate(fingerprints)
-        order = np.argsort(keys, kind="stable")
-        ordered = keys[order]
-        repeated = np.flatnonzero((ordered[1:] == ordered[:-1]) & (ordered[1:] != 0))
-        if repeated.size:
-            groups: dict[int, list[int]] = {}
-            for i in repeated:
-                group = groups.setdefault(int(ordered[i]), [int(order[i])])
-                group.append(int(order[i + 1]))
-            found = sorted(sorted(g) for g in groups.values())
-            stats.duplicate_rows = sum(len(g) - 1 for g in found)
-            stats.duplicate_row_groups = found[:5]
+        groups = _duplicate_groups(fingerprints)
+        stats.duplicate_rows = sum(len(g) - 1 for g in groups)
+        stats.duplicate_row_groups = groups[:5]
+    if not nonfinite:
+        stats.along = {unit_axis.axis: unit_axis.stats(stats) for unit_axis in axes}
     return stats
