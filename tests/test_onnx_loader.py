@@ -282,7 +282,7 @@ def test_bfloat16_is_converted_chunk_by_chunk(tmp_path, monkeypatch):
     assert w1.stats.mean == pytest.approx(float(expected.view(np.float32).astype(np.float64).mean()))
     assert sizes and max(sizes) <= 64 and sum(sizes) == 16 * 32
     sizes.clear()
-    assert w1.stats_along(1).rows == 32 and max(sizes) <= 64
+    assert w1.stats_along(1).rows == 32 and sizes == []  # the MatMul's unit axis came from the same pass
 
 
 def test_float16_typed_field_and_bfloat16_typed_field_read_back(tmp_path):
