@@ -205,7 +205,17 @@ def best_of(argv: list[str], repeat: int) -> tuple[float, float]:
     return min(r[0] for r in runs), min(r[1] for r in runs)
 
 
+def build_in_subprocess(path: Path, size_mb: int, external: bool) -> int:
+    """Build in a child process: a forked child's peak RSS starts from its parent's, so the
+    measuring process must stay small."""
+    argv = [sys.executable, __file__, "--build", str(path), str(size_mb)] + (["--external"] if external else [])
+    return int(subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip())
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--build":
+        print(build_model(Path(sys.argv[2]), int(sys.argv[3]), "--external" in sys.argv))
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10,500,2000", help=f"comma-separated MB, from {sorted(SHAPES)}")
     parser.add_argument("--repeat", type=int, default=3)
@@ -220,7 +230,7 @@ def main() -> None:
     rows = []
     try:
         tiny = workdir / "tiny.onnx"
-        build_model(tiny, 1, external=False)
+        build_in_subprocess(tiny, 1, external=False)
         floor_t, floor_rss = best_of([python, "-c", "import onnx, numpy"], args.repeat + 2)
         lint_t, lint_rss = best_of([*initlint, str(tiny)], args.repeat + 2)
         rows.append({"model": "startup (tiny model vs import onnx, numpy)", "weights_mb": tiny.stat().st_size / 1e6, "floor_s": floor_t, "initlint_s": lint_t, "floor_rss_mb": floor_rss, "initlint_rss_mb": lint_rss})
@@ -228,7 +238,7 @@ def main() -> None:
             external = size >= EXTERNAL_FROM_MB
             path = workdir / f"gpt2_{size}mb.onnx"
             t0 = time.perf_counter()
-            weight_bytes = build_model(path, size, external)
+            weight_bytes = build_in_subprocess(path, size, external)
             print(f"built {path.name} ({weight_bytes / 1e6:.0f} MB of weights{', external data' if external else ''}) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
             floor_t, floor_rss = best_of([python, "-c", FLOOR, str(path)], args.repeat)
             lint_t, lint_rss = best_of([*initlint, str(path)], args.repeat)

@@ -61,17 +61,37 @@ class TensorStats:
         return max(abs(self.max - self.mean), abs(self.min - self.mean)) / self.std
 
 
-# Odd 64-bit multipliers, one per position in a row: the row fingerprint sum(bits[i] * M[i])
-# (mod 2**64) is exact integer arithmetic, so identical rows always match, and two different
-# rows match with probability ~2**-64 (as likely as a collision of a 64-bit hash of the bytes).
-_FINGERPRINT_SEED = 0x1A17
+# Row fingerprints: sum(mix(bits[i]) * M[i]) mod 2**64 with M[i] an odd multiplier per position.
+# Exact integer arithmetic, so identical rows always match (no rounding, whatever the chunking),
+# and the mixing (see _mixed_bits) makes a match of two different rows as unlikely as a
+# collision of a 64-bit hash of their bytes.
+_MIX = np.uint64(0xBF58476D1CE4E5B9)
+_HALF = np.uint64(32)
+
+
+def _mixed_bits(values: np.ndarray) -> np.ndarray:
+    """A bijection of the float64 bit patterns that spreads every bit into the low ones.
+
+    Round numbers (1.0, 0.5, 0) have dozens of trailing zero bits; multiplied by a position's
+    odd multiplier mod 2**64 they would keep only a few bits of it, and two one-hot rows could
+    share a fingerprint. Folded and multiplied first, a difference of patterns has as few
+    trailing zeros as a random number's, so different rows collide with probability ~2**-64."""
+    bits = values.view(np.uint64)
+    mixed = bits ^ (bits >> _HALF)
+    mixed *= _MIX
+    mixed ^= mixed >> _HALF
+    return mixed
 
 
 def _multipliers(n: int) -> np.ndarray:
+    """n fixed odd pseudo-random uint64s (splitmix64 of 1, 2, 3, ...: no numpy.random import)."""
     cached = _multipliers.__dict__.get("values")
     if cached is None or cached.size < n:
-        rng = np.random.default_rng(_FINGERPRINT_SEED)
-        cached = rng.integers(0, 2**63, size=max(n, 1024), dtype=np.uint64) * np.uint64(2) + np.uint64(1)
+        with np.errstate(over="ignore"):
+            z = np.arange(1, max(n, 1024) + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+            z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            cached = (z ^ (z >> np.uint64(31))) | np.uint64(1)
         _multipliers.values = cached
     return cached[:n]
 
@@ -97,7 +117,9 @@ class _UnitAxis:
         # Position of each element within its unit, in the order of the unit-first layout.
         first, last = self.row * self.per_row, (self.row + rows) * self.per_row
         weights = _multipliers(last)[first:last].reshape([rows, *(1 if i == self.axis else d for i, d in enumerate(self.shape) if i)])
-        self.fingerprint += (block.view(np.uint64) * weights).sum(axis=self.other, dtype=np.uint64)
+        mixed = _mixed_bits(block)
+        mixed *= weights
+        self.fingerprint += mixed.sum(axis=self.other, dtype=np.uint64)
         self.row += rows
 
     def stats(self, main: TensorStats) -> TensorStats:
@@ -189,8 +211,9 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_axe
             zero_rows += int(zero_row.sum())
             # Exact identity of rows, by an integer fingerprint of their bits (all-zero rows are
             # dead units or dirac/eye padding, a different matter: never duplicates).
-            bits = block.view(np.uint64)
-            fingerprint = (bits * _multipliers(row_len)).sum(axis=1, dtype=np.uint64)
+            mixed = _mixed_bits(block)
+            mixed *= _multipliers(row_len)
+            fingerprint = mixed.sum(axis=1, dtype=np.uint64)
             fingerprint[zero_row] = 0
             fingerprints.append(fingerprint)
         elif values.size:

@@ -122,3 +122,21 @@ def test_empty_weights_have_empty_statistics(shape):
     tensor = Tensor("w", shape, "float32", lambda: np.zeros(shape, np.float32))
     assert tensor.stats.count == 0
     assert tensor.stats_along(1).count == 0
+
+
+@pytest.mark.parametrize("alphabet", [(0.0, 1.0), (-1.0, 0.0, 1.0), (0.0, 0.5, 2.0, -0.25)])
+def test_duplicate_units_of_round_numbers_are_counted_exactly(alphabet):
+    """One-hot and quantized rows are bit patterns with many trailing zeros: the fingerprints
+    must neither merge different rows nor miss equal ones (checked against np.unique)."""
+    rng = np.random.default_rng(len(alphabet))
+    for rows, width in ((3000, 6), (600, 12), (256, 256)):
+        values = rng.choice(np.array(alphabet, np.float32), size=(rows, width))
+        if width == 256:
+            values = np.eye(rows, width, dtype=np.float32) * alphabet[-1]  # one-hot rows
+        nonzero = values[np.any(values != 0, axis=1)]
+        expected = len(nonzero) - len(np.unique(nonzero, axis=0))
+        tensor = Tensor("w", values.shape, "float32", lambda values=values: values)
+        tensor.unit_axes.add(1)
+        assert tensor.stats.duplicate_rows == expected
+        columns = values.T[np.any(values.T != 0, axis=1)]
+        assert tensor.stats_along(1).duplicate_rows == len(columns) - len(np.unique(columns, axis=0))
