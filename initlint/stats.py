@@ -77,7 +77,8 @@ def _mixed_bits(values: np.ndarray) -> np.ndarray:
     share a fingerprint. Folded and multiplied first, a difference of patterns has as few
     trailing zeros as a random number's, so different rows collide with probability ~2**-64."""
     bits = values.view(np.uint64)
-    mixed = bits ^ (bits >> _HALF)
+    mixed = bits >> _HALF
+    mixed ^= bits
     mixed *= _MIX
     mixed ^= mixed >> _HALF
     return mixed
@@ -109,17 +110,20 @@ class _UnitAxis:
         self.other = tuple(i for i in range(len(shape)) if i != axis)
         self.row = 0
 
-    def add(self, flat: np.ndarray) -> None:
+    def add(self, flat: np.ndarray, mixed: np.ndarray | None) -> None:
+        """One chunk of whole rows; ``mixed`` its _mixed_bits when the caller has them."""
         block = flat.reshape(-1, *self.shape[1:])
         rows = block.shape[0]
         np.minimum(self.lo, block.min(axis=self.other), out=self.lo)
         np.maximum(self.hi, block.max(axis=self.other), out=self.hi)
-        # Position of each element within its unit, in the order of the unit-first layout.
+        # Position of each element within its unit, in the order of the unit-first layout;
+        # einsum sums the products in exact uint64 arithmetic without a temporary.
         first, last = self.row * self.per_row, (self.row + rows) * self.per_row
-        weights = _multipliers(last)[first:last].reshape([rows, *(1 if i == self.axis else d for i, d in enumerate(self.shape) if i)])
-        mixed = _mixed_bits(block)
-        mixed *= weights
-        self.fingerprint += mixed.sum(axis=self.other, dtype=np.uint64)
+        weights = _multipliers(last)[first:last].reshape([rows, *(d for i, d in enumerate(self.shape) if i and i != self.axis)])
+        letters = "abcdefghijklmnopqrstuvwxyz"[: len(self.shape)]
+        spec = f"{letters},{letters.replace(letters[self.axis], '')}->{letters[self.axis]}"
+        mixed = _mixed_bits(flat) if mixed is None else mixed
+        self.fingerprint += np.einsum(spec, mixed.reshape(block.shape), weights)
         self.row += rows
 
     def stats(self, main: TensorStats) -> TensorStats:
@@ -164,7 +168,7 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_axe
     count = math.prod(shape)
     rows = shape[0] if len(shape) >= 2 else 1
     row_len = count // rows if rows else 0
-    axes = [_UnitAxis(shape, a) for a in sorted(set(unit_axes)) if 0 < a < len(shape) and count]
+    axes = [_UnitAxis(shape, a) for a in sorted(set(unit_axes)) if 0 < a < len(shape) <= 26 and count]
 
     # Raw power sums (float64 is ample for weights); the centred moments follow at the end.
     s1 = s2 = s3 = s4 = 0.0
@@ -177,7 +181,8 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_axe
     per_row = rows > 1 and row_len > 1
 
     for chunk in chunks:
-        flat = np.asarray(chunk, dtype=np.float64).reshape(-1)
+        flat = np.ascontiguousarray(chunk, dtype=np.float64).reshape(-1)
+        mixed = None
         total = float(flat.sum())
         if math.isfinite(total):  # a finite sum means every value is finite: no mask needed
             values = flat
@@ -211,16 +216,15 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_axe
             zero_rows += int(zero_row.sum())
             # Exact identity of rows, by an integer fingerprint of their bits (all-zero rows are
             # dead units or dirac/eye padding, a different matter: never duplicates).
-            mixed = _mixed_bits(block)
-            mixed *= _multipliers(row_len)
-            fingerprint = mixed.sum(axis=1, dtype=np.uint64)
+            mixed = _mixed_bits(flat)
+            fingerprint = np.einsum("ij,j->i", mixed.reshape(block.shape), _multipliers(row_len))
             fingerprint[zero_row] = 0
             fingerprints.append(fingerprint)
         elif values.size:
             lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
         if axes and not nonfinite and flat.size % max(row_len, 1) == 0:
             for unit_axis in axes:
-                unit_axis.add(flat)
+                unit_axis.add(flat, mixed)
         elif axes:
             axes = []  # not whole rows, or non-finite values: stats_along takes its own pass
         seen += flat.size

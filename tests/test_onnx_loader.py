@@ -182,6 +182,11 @@ def test_dims_whose_int64_product_wraps_to_the_real_size_are_an_error(tmp_path):
     assert "declares" in load_error(save(mlp_model([tensor]), tmp_path / "model.onnx"))
 
 
+def test_tensor_with_too_many_dimensions_is_an_error(tmp_path):
+    tensor = TensorProto(name="w1", data_type=TensorProto.FLOAT, dims=[1] * 70, raw_data=b"\0" * 4)
+    assert "70 dimensions" in load_error(save(mlp_model([tensor]), tmp_path / "model.onnx"))
+
+
 def test_huge_constant_of_shape_is_an_error(tmp_path):
     shape = numpy_helper.from_array(np.array([1 << 20, 1 << 20], np.int64), "shape")
     nodes = [helper.make_node("ConstantOfShape", ["shape"], ["filled"], name="fill"), helper.make_node("MatMul", ["x", "filled"], ["z"], name="mm")]

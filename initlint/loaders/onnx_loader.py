@@ -162,6 +162,9 @@ def _bf16_to_float32(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits).astype(np.uint32) << 16).view(np.float32)
 
 
+MAX_DIMS = 32  # numpy's own limit is 64; no real weight comes near either
+
+
 def _tensor_from_proto(proto, source: _Source, name: str | None = None, raw_span: tuple[int, int] | None = None) -> Tensor | None:
     """A lazy Tensor for ``proto``, its declared size checked against the bytes present first.
 
@@ -173,6 +176,8 @@ def _tensor_from_proto(proto, source: _Source, name: str | None = None, raw_span
     shape = tuple(int(d) for d in proto.dims)
     if any(d < 0 for d in shape):
         raise source.error(f"tensor {name!r} has a negative dimension {shape}")
+    if len(shape) > MAX_DIMS:
+        raise source.error(f"tensor {name!r} has {len(shape)} dimensions; at most {MAX_DIMS} are supported")
     elem = proto.data_type
     if elem not in _RAW_DTYPES:
         source.skipped_types.add(_dtype_name(elem))
