@@ -39,7 +39,7 @@ from initlint.report import render_json, render_text
 from initlint.runner import LintOptions, lint_target
 
 FIXTURES = Path(__file__).parent / "fixtures_fuzz"
-FUZZ_EXAMPLES = int(os.environ.get("INITLINT_FUZZ_EXAMPLES", "600"))
+FUZZ_EXAMPLES = int(os.environ.get("INITLINT_FUZZ_EXAMPLES", "1200"))
 FUZZ_SEED = os.environ.get("INITLINT_FUZZ_SEED", "20261126")
 PER_INPUT_TIMEOUT_S = 10  # a small model that takes longer than this is hanging
 OPTIONS = LintOptions(probe="never")
