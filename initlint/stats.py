@@ -69,7 +69,7 @@ _MIX = np.uint64(0xBF58476D1CE4E5B9)
 _HALF = np.uint64(32)
 
 
-def _mixed_bits(values: np.ndarray) -> np.ndarray:
+def _mixed_bits(values: np.ndarray, out: np.ndarray | None = None, spare: np.ndarray | None = None) -> np.ndarray:
     """A bijection of the float64 bit patterns that spreads every bit into the low ones.
 
     Round numbers (1.0, 0.5, 0) have dozens of trailing zero bits; multiplied by a position's
@@ -77,10 +77,10 @@ def _mixed_bits(values: np.ndarray) -> np.ndarray:
     share a fingerprint. Folded and multiplied first, a difference of patterns has as few
     trailing zeros as a random number's, so different rows collide with probability ~2**-64."""
     bits = values.view(np.uint64)
-    mixed = bits >> _HALF
+    mixed = np.right_shift(bits, _HALF, out=out)
     mixed ^= bits
     mixed *= _MIX
-    mixed ^= mixed >> _HALF
+    mixed ^= np.right_shift(mixed, _HALF, out=spare)
     return mixed
 
 
@@ -180,9 +180,12 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_axe
     seen = 0
     per_row = rows > 1 and row_len > 1
 
+    scratch = np.empty(0, np.float64)  # squares and mixed bits, reused chunk after chunk
     for chunk in chunks:
         flat = np.ascontiguousarray(chunk, dtype=np.float64).reshape(-1)
         mixed = None
+        if scratch.size < flat.size:
+            scratch, spare = np.empty(flat.size, np.float64), np.empty(flat.size, np.uint64)
         total = float(flat.sum())
         if math.isfinite(total):  # a finite sum means every value is finite: no mask needed
             values = flat
@@ -198,7 +201,7 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_axe
             # einsum, not np.dot: BLAS would wake its thread pool for every chunk.
             s1 += total
             s2 += float(np.einsum("i,i->", values, values))
-            sq = values * values
+            sq = np.multiply(values, values, out=scratch[: values.size])
             s3 += float(np.einsum("i,i->", sq, values))
             s4 += float(np.einsum("i,i->", sq, sq))
             zeros += int(values.size - np.count_nonzero(values))
@@ -216,7 +219,7 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_axe
             zero_rows += int(zero_row.sum())
             # Exact identity of rows, by an integer fingerprint of their bits (all-zero rows are
             # dead units or dirac/eye padding, a different matter: never duplicates).
-            mixed = _mixed_bits(flat)
+            mixed = _mixed_bits(flat, out=scratch[: flat.size].view(np.uint64), spare=spare[: flat.size])
             fingerprint = np.einsum("ij,j->i", mixed.reshape(block.shape), _multipliers(row_len))
             fingerprint[zero_row] = 0
             fingerprints.append(fingerprint)
