@@ -186,8 +186,8 @@ def build_model(path: Path, size_mb: int, external: bool, seed: int = 0) -> int:
     return total
 
 
-def measure(argv: list[str]) -> tuple[float, float, int]:
-    """(wall seconds, peak RSS in MB, exit status) of one subprocess."""
+def measure(argv: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS in MB) of one subprocess."""
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -197,12 +197,23 @@ def measure(argv: list[str]) -> tuple[float, float, int]:
     code = os.waitstatus_to_exitcode(status)
     if code not in (0, 1):
         raise SystemExit(f"{' '.join(argv)} failed with exit {code}: {stderr.strip()[-500:]}")
-    return wall, usage.ru_maxrss / 1024, code
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def best_of(argv: list[str], repeat: int) -> tuple[float, float]:
+def best_of(argv: list[str], repeat: int) -> tuple[float, float, float]:
+    """The minimum of each measure over ``repeat`` runs: other load only ever adds."""
     runs = [measure(argv) for _ in range(repeat)]
-    return min(r[0] for r in runs), min(r[1] for r in runs)
+    return tuple(min(r[i] for r in runs) for i in range(3))
+
+
+def _row(model: str, weight_bytes: int, floor, lint) -> dict:
+    return {
+        "model": model,
+        "weights_mb": weight_bytes / 1e6,
+        "floor_s": floor[0], "initlint_s": lint[0],
+        "floor_cpu_s": floor[1], "initlint_cpu_s": lint[1],
+        "floor_rss_mb": floor[2], "initlint_rss_mb": lint[2],
+    }
 
 
 def build_in_subprocess(path: Path, size_mb: int, external: bool) -> int:
@@ -231,18 +242,18 @@ def main() -> None:
     try:
         tiny = workdir / "tiny.onnx"
         build_in_subprocess(tiny, 1, external=False)
-        floor_t, floor_rss = best_of([python, "-c", "import onnx, numpy"], args.repeat + 2)
-        lint_t, lint_rss = best_of([*initlint, str(tiny)], args.repeat + 2)
-        rows.append({"model": "startup (tiny model vs import onnx, numpy)", "weights_mb": tiny.stat().st_size / 1e6, "floor_s": floor_t, "initlint_s": lint_t, "floor_rss_mb": floor_rss, "initlint_rss_mb": lint_rss})
+        floor = best_of([python, "-c", "import onnx, numpy"], args.repeat + 2)
+        lint = best_of([*initlint, str(tiny)], args.repeat + 2)
+        rows.append(_row("startup: tiny model vs import onnx, numpy", tiny.stat().st_size, floor, lint))
         for size in sizes:
             external = size >= EXTERNAL_FROM_MB
             path = workdir / f"gpt2_{size}mb.onnx"
             t0 = time.perf_counter()
             weight_bytes = build_in_subprocess(path, size, external)
             print(f"built {path.name} ({weight_bytes / 1e6:.0f} MB of weights{', external data' if external else ''}) in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-            floor_t, floor_rss = best_of([python, "-c", FLOOR, str(path)], args.repeat)
-            lint_t, lint_rss = best_of([*initlint, str(path)], args.repeat)
-            rows.append({"model": f"gpt2 {size} MB{' (external data)' if external else ''}", "weights_mb": weight_bytes / 1e6, "floor_s": floor_t, "initlint_s": lint_t, "floor_rss_mb": floor_rss, "initlint_rss_mb": lint_rss})
+            floor = best_of([python, "-c", FLOOR, str(path)], args.repeat)
+            lint = best_of([*initlint, str(path)], args.repeat)
+            rows.append(_row(f"gpt2 {size} MB{' (external data)' if external else ''}", weight_bytes, floor, lint))
             for leftover in workdir.glob(f"gpt2_{size}mb.onnx*"):
                 if not args.keep:
                     leftover.unlink()
@@ -250,12 +261,15 @@ def main() -> None:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    header = f"{'model':<44} {'weights MB':>10} {'floor s':>8} {'initlint s':>10} {'time x':>7} {'floor RSS MB':>12} {'initlint RSS MB':>15} {'RSS / weights':>13}"
+    header = f"{'model':<42} {'weights MB':>10} {'wall s floor/initlint':>22} {'x':>5} {'CPU s floor/initlint':>21} {'x':>5} {'peak RSS MB floor/initlint':>27} {'RSS/weights':>11}"
     print(header)
     for row in rows:
-        ratio = row["initlint_s"] / row["floor_s"]
-        rss_ratio = row["initlint_rss_mb"] / row["weights_mb"] if row["weights_mb"] >= 5 else float("nan")
-        print(f"{row['model']:<44} {row['weights_mb']:>10.1f} {row['floor_s']:>8.2f} {row['initlint_s']:>10.2f} {ratio:>7.2f} {row['floor_rss_mb']:>12.0f} {row['initlint_rss_mb']:>15.0f} {rss_ratio:>13.2f}")
+        rss_ratio = f"{row['initlint_rss_mb'] / row['weights_mb']:.2f}" if row["weights_mb"] >= 5 else "-"
+        print(
+            f"{row['model']:<42} {row['weights_mb']:>10.1f} {row['floor_s']:>10.2f} / {row['initlint_s']:<9.2f} {row['initlint_s'] / row['floor_s']:>5.2f} "
+            f"{row['floor_cpu_s']:>9.2f} / {row['initlint_cpu_s']:<9.2f} {row['initlint_cpu_s'] / row['floor_cpu_s']:>5.2f} "
+            f"{row['floor_rss_mb']:>13.0f} / {row['initlint_rss_mb']:<11.0f} {rss_ratio:>11}"
+        )
     print(f"(best of {args.repeat} runs each; machine: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, numpy {np.__version__}, onnx {onnx.__version__})")
     if args.json:
         print(json.dumps(rows))
