@@ -19,6 +19,7 @@ Every crash found becomes a file in tests/fixtures_fuzz/ (test_regression_fixtur
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import resource
 import signal
@@ -474,14 +475,19 @@ def test_cli_under_memory_limit_gives_exit_2_and_one_line(tmp_path):
         path = tmp_path / f"huge{i}.onnx"
         path.write_bytes(model.SerializeToString())
         paths.append(path)
+    good = tmp_path / "good.onnx"
+    good.write_bytes(SEED_BYTES["mlp"])
+    paths.insert(0, good)
     env = {k: v for k, v in os.environ.items() if k != "INITLINT_DEBUG"}
     out = subprocess.run(
-        [sys.executable, "-m", "initlint", "--probe", "never", *map(str, paths)],
+        [sys.executable, "-m", "initlint", "--probe", "never", "--format", "json", *map(str, paths)],
         capture_output=True, text=True, timeout=120, preexec_fn=_limited, env=env,
     )
-    assert out.returncode in (0, 1, 2), out.stderr
     assert "Traceback" not in out.stdout + out.stderr
+    assert out.returncode == 2, out.stderr
+    results = {r["target"]: r for r in json.loads(out.stdout)["results"]}
+    assert len(results) == len(paths)
+    assert results[str(good)]["error"] is None  # one bad file does not hide the others
     for path in paths[-2:]:
-        line = next(line for line in (out.stdout + out.stderr).splitlines() if line.startswith(str(path)))
-        assert "declares" in line, line
-    assert out.returncode == 2
+        error = results[str(path)]["error"]
+        assert error.startswith(str(path)) and "declares" in error and "\n" not in error
