@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -232,6 +233,22 @@ def test_unreadable_files_are_one_line_errors(tmp_path, content, cause):
     path = tmp_path / "model.onnx"
     path.write_bytes(content)
     assert cause in load_error(path)
+
+
+def test_large_non_protobuf_file_is_refused_without_being_read_into_memory(tmp_path):
+    path = tmp_path / "model.onnx"
+    with open(path, "wb") as handle:  # a sparse 2 GB file of zeros: field number 0 at byte 0
+        handle.truncate(2 << 30)
+    start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert "malformed protobuf: field number 0 at byte 0" in load_error(path)
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - start < 200_000  # KB
+
+
+def test_truncated_model_is_a_malformed_protobuf(tmp_path):
+    data = mlp_model().SerializeToString()
+    path = tmp_path / "model.onnx"
+    path.write_bytes(data[: len(data) // 2])
+    assert "malformed protobuf" in load_error(path)
 
 
 def test_directory_named_like_a_model_is_an_error(tmp_path):

@@ -313,8 +313,10 @@ def load_onnx(path: str | os.PathLike) -> ModelGraph:
         # Structure only: the weights' bytes stay in the file, viewed in place.
         structure = read_structure(model_path)
         model, file, raw_spans = structure.model, structure.file, structure.raw_spans
-    except ScanError:
-        model = None  # not plain wire format this reader walks: let onnx.load judge the file
+    except ScanError as exc:
+        if exc.malformed:  # protobuf would refuse it too: no need to read it all into memory
+            raise InitlintError(target, f"not a readable ONNX model (malformed protobuf: {exc})", "is the file truncated, or not ONNX?") from None
+        model = None  # valid protobuf this reader does not walk: let onnx.load judge the file
     except OSError as exc:
         raise InitlintError(target, f"cannot be read ({exc.strerror or exc})") from None
     except Exception as exc:
