@@ -352,3 +352,20 @@ def test_lint_target_reports_hostile_external_data_as_one_line(tmp_path):
     model_dir.mkdir()
     result = lint_target(str(external_model(model_dir, "../../etc/passwd")), LintOptions(probe="never"))
     assert result.error and "refused" in result.error and result.findings == []
+
+
+def test_torch_export_reads_the_same_through_the_structure_walk(tmp_path):
+    """A real exporter's file: the in-place reader and onnx.load give the same graph and numbers."""
+    torch = pytest.importorskip("torch")
+    from initlint.testing import export_onnx
+
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 6 * 6, 10)
+    )
+    path = tmp_path / "model.onnx"
+    export_onnx(model, torch.randn(2, 3, 8, 8), path)
+    mapped, parsed = load_onnx(path), build_graph(onnx.load(str(path)), path)
+    assert list(mapped.layers) == list(parsed.layers) and set(mapped.tensors) == set(parsed.tensors)
+    assert len(mapped.weighted_layers()) == 2
+    for name, tensor in mapped.tensors.items():
+        assert tensor.stats == parsed.tensors[name].stats, name
