@@ -165,6 +165,13 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_axe
     For each axis in ``unit_axes`` the statistics with that axis as the unit axis come from
     the same pass, in ``.along[axis]`` (left out when the tensor holds NaN or infinity).
     """
+    # Weights near the float64 limit overflow the power sums to inf: that is a result (NaN/inf
+    # moments), not something to warn about on stderr.
+    with np.errstate(over="ignore", invalid="ignore"):
+        return _compute_stats(shape, chunks, unit_axes)
+
+
+def _compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_axes: Iterable[int]) -> TensorStats:
     count = math.prod(shape)
     rows = shape[0] if len(shape) >= 2 else 1
     row_len = count // rows if rows else 0
@@ -235,7 +242,8 @@ def compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_axe
     if finite:
         mean = s1 / finite
         m2 = max(s2 / finite - mean * mean, 0.0)
-        m4 = s4 / finite - 4 * mean * s3 / finite + 6 * mean * mean * s2 / finite - 3 * mean**4
+        # Products, not mean**4: Python's ** raises OverflowError where * gives inf (1e300 weights).
+        m4 = s4 / finite - 4 * mean * s3 / finite + 6 * mean * mean * s2 / finite - 3 * (mean * mean) * (mean * mean)
         kurt = m4 / (m2 * m2) - 3.0 if m2 > 0 else 0.0
         mean_sq = s2 / finite
     else:

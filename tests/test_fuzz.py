@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import resource
 import signal
@@ -327,6 +328,7 @@ def _field_mutation():
         st.tuples(st.just("data_type"), index, st.integers(-2, 30), st.just(0)),
         st.tuples(st.just("raw_len"), index, st.integers(-8, 8), st.just(0)),
         st.tuples(st.just("to_typed"), index, st.integers(0, 600), st.just(0)),
+        st.tuples(st.just("typed_values"), index, st.integers(0, 25), st.sampled_from([-(2**31), -1, 300, 2**31 - 1])),
         st.tuples(st.just("external"), index, st.sampled_from(range(len(LOCATIONS))), st.sampled_from([0, 4, 2**40, -4])),
         st.tuples(st.just("rename_input"), index, index, st.integers(0, 2)),
         st.tuples(st.just("op_type"), index, st.sampled_from(OPS), st.just(0)),
@@ -364,6 +366,16 @@ def apply_fields(model: onnx.ModelProto, mutations) -> None:
             init.ClearField("raw_data")
             init.float_data.extend([0.5] * arg)
             init.int32_data.extend([1] * (arg // 2))
+        elif kind == "typed_values" and init is not None:  # typed fields with extreme values
+            count = math.prod(init.dims)
+            if count <= 4096:
+                init.ClearField("raw_data")
+                init.data_type = arg
+                init.int32_data.extend([extra] * count)
+                init.int64_data.extend([extra] * count)
+                init.uint64_data.extend([abs(extra) * 2**32] * count)
+                init.float_data.extend([float(extra)] * count)
+                init.double_data.extend([float(extra) * 1e300] * count)
         elif kind == "external" and init is not None:
             init.data_location = TensorProto.EXTERNAL
             init.ClearField("external_data")
