@@ -70,6 +70,9 @@ class Tensor:
         # Called with a flat element range [start, stop) once the pass no longer needs it, so
         # memory-mapped pages leave the resident set instead of piling up to the model's size.
         self._release = release
+        # Axes other than 0 that index a layer's units (e.g. -1 for a MatMul weight stored
+        # [in, out]): their per-unit statistics come out of the same single pass.
+        self.unit_axes: set[int] = set()
 
     def __repr__(self) -> str:
         return f"Tensor({self.name!r}, shape={self.shape}, dtype={self.dtype})"
@@ -87,9 +90,12 @@ class Tensor:
         stored = np.asarray(self._reader())
         return (self._convert(stored) if self._convert else stored).reshape(self.shape)
 
-    def chunks(self, axis: int = 0) -> Iterator[np.ndarray]:
+    def chunks(self, axis: int = 0, reuse: bool = False) -> Iterator[np.ndarray]:
         """Whole rows (slices along ``axis``) at a time, each converted to float64 on its own:
-        memory stays bounded by one chunk, never a float64 copy of the whole tensor."""
+        memory stays bounded by one chunk, never a float64 copy of the whole tensor.
+
+        ``reuse``: every chunk is written into the same buffer, valid only until the next chunk
+        is asked for (for single-pass consumers: it spares the allocator a fresh MB per chunk)."""
         stored = np.asarray(self._reader())
         if self.ndim < 2:
             stored, row_len = stored.reshape(-1), 1  # one row: any split will do
@@ -100,10 +106,16 @@ class Tensor:
         if not self.size:
             return
         step = max(1, CHUNK_ELEMENTS // max(row_len, 1))
+        buffer = np.empty(min(step, stored.shape[0]) * row_len, np.float64) if reuse else None
         for start in range(0, stored.shape[0], step):
             part = stored[start : start + step]
             part = self._convert(part) if self._convert else part
-            yield np.ascontiguousarray(part, dtype=np.float64).reshape(-1)
+            if buffer is None:
+                yield np.ascontiguousarray(part, dtype=np.float64).reshape(-1)
+            else:
+                out = buffer[: part.size].reshape(part.shape)
+                np.copyto(out, part, casting="unsafe")
+                yield out.reshape(-1)
             if self._release and axis == 0:
                 self._release(start * row_len, (start + part.shape[0]) * row_len)
         if self._release and axis != 0:  # strided reads touched every page until the end
@@ -111,17 +123,21 @@ class Tensor:
 
     @functools.cached_property
     def stats(self) -> TensorStats:
-        return compute_stats(self.shape, self.chunks())
+        return compute_stats(self.shape, self.chunks(reuse=True), self.unit_axes)
 
     def stats_along(self, axis: int) -> TensorStats:
         """Statistics with ``axis`` as the unit (row) axis; axis 0 is the shared single pass."""
         axis = axis % self.ndim if self.ndim else 0
         if axis == 0:
             return self.stats
+        if "stats" not in self.__dict__:
+            self.unit_axes.add(axis)  # not read yet: one pass serves both axes
+        if axis in self.stats.along:
+            return self.stats.along[axis]
         cache = self.__dict__.setdefault("_stats_along", {})
-        if axis not in cache:
+        if axis not in cache:  # values were read before this axis was asked for, or hold NaN/inf
             moved_shape = (self.shape[axis], *self.shape[:axis], *self.shape[axis + 1 :])
-            cache[axis] = compute_stats(moved_shape, self.chunks(axis))
+            cache[axis] = compute_stats(moved_shape, self.chunks(axis, reuse=True))
         return cache[axis]
 
 
@@ -193,6 +209,8 @@ class ModelGraph:
         self.layers[layer.name] = layer
         for role, tensor in layer.params.items():
             self.tensors.setdefault(tensor.name, tensor)
+        if layer.weight is not None and layer.weight.ndim >= 2 and layer.unit_axis % layer.weight.ndim:
+            layer.weight.unit_axes.add(layer.unit_axis % layer.weight.ndim)
         for cached in ("_consumers", "depth"):
             self.__dict__.pop(cached, None)
         return layer

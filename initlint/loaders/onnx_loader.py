@@ -149,6 +149,11 @@ def _external_path(model_path: Path, location: str) -> Path:
     return resolved
 
 
+def _text(value) -> str:
+    """A protobuf string field: protobuf hands back bytes when the file's text is not UTF-8."""
+    return value if isinstance(value, str) else bytes(value).decode("utf-8", "replace")
+
+
 def _dtype_name(elem: int) -> str:
     return TensorProto.DataType.Name(elem) if elem in TensorProto.DataType.values() else str(elem)
 
@@ -158,6 +163,9 @@ def _bf16_to_float32(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits).astype(np.uint32) << 16).view(np.float32)
 
 
+MAX_DIMS = 32  # numpy's own limit is 64; no real weight comes near either
+
+
 def _tensor_from_proto(proto, source: _Source, name: str | None = None, raw_span: tuple[int, int] | None = None) -> Tensor | None:
     """A lazy Tensor for ``proto``, its declared size checked against the bytes present first.
 
@@ -165,10 +173,12 @@ def _tensor_from_proto(proto, source: _Source, name: str | None = None, raw_span
     """
     if not isinstance(proto, TensorProto):
         raise source.error(f"tensor {name!r} is not a tensor (malformed attribute)")
-    name = name or proto.name
+    name = name or _text(proto.name)
     shape = tuple(int(d) for d in proto.dims)
     if any(d < 0 for d in shape):
         raise source.error(f"tensor {name!r} has a negative dimension {shape}")
+    if len(shape) > MAX_DIMS:
+        raise source.error(f"tensor {name!r} has {len(shape)} dimensions; at most {MAX_DIMS} are supported")
     elem = proto.data_type
     if elem not in _RAW_DTYPES:
         source.skipped_types.add(_dtype_name(elem))
@@ -182,7 +192,7 @@ def _tensor_from_proto(proto, source: _Source, name: str | None = None, raw_span
 
     release = None
     if proto.data_location == TensorProto.EXTERNAL:
-        info = {entry.key: entry.value for entry in proto.external_data}
+        info = {_text(entry.key): _text(entry.value) for entry in proto.external_data}
         path, mapped = source.external(info.get("location", ""))
         try:
             offset = int(info.get("offset", 0) or 0)
@@ -272,7 +282,7 @@ def _attrs(node: onnx.NodeProto) -> dict:
         if attr.type == onnx.AttributeProto.GRAPH or attr.type == onnx.AttributeProto.GRAPHS:
             continue
         try:
-            out[attr.name] = onnx.helper.get_attribute_value(attr)
+            out[_text(attr.name)] = onnx.helper.get_attribute_value(attr)
         except Exception:
             continue
     return out
@@ -304,8 +314,10 @@ def load_onnx(path: str | os.PathLike) -> ModelGraph:
         # Structure only: the weights' bytes stay in the file, viewed in place.
         structure = read_structure(model_path)
         model, file, raw_spans = structure.model, structure.file, structure.raw_spans
-    except ScanError:
-        model = None  # not plain wire format this reader walks: let onnx.load judge the file
+    except ScanError as exc:
+        if exc.malformed:  # protobuf would refuse it too: no need to read it all into memory
+            raise InitlintError(target, f"not a readable ONNX model (malformed protobuf: {exc})", "is the file truncated, or not ONNX?") from None
+        model = None  # valid protobuf this reader does not walk: let onnx.load judge the file
     except OSError as exc:
         raise InitlintError(target, f"cannot be read ({exc.strerror or exc})") from None
     except Exception as exc:
@@ -332,8 +344,8 @@ def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None
     graph = ModelGraph(target=target, format="onnx")
     graph.metadata = {
         "ir_version": int(model.ir_version),
-        "opsets": {(op.domain or "ai.onnx"): int(op.version) for op in model.opset_import},
-        "producer": f"{model.producer_name} {model.producer_version}".strip(),
+        "opsets": {(_text(op.domain) or "ai.onnx"): int(op.version) for op in model.opset_import},
+        "producer": f"{_text(model.producer_name)} {_text(model.producer_version)}".strip(),
     }
     consts = _Consts()
     for index, init in enumerate(onnx_graph.initializer):
@@ -341,27 +353,27 @@ def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None
         tensor = _tensor_from_proto(init, source, raw_span=span)
         if tensor is None:
             continue
-        consts.add(init.name, tensor, init.data_type in FLOAT_TYPES)
-        graph.tensors[init.name] = tensor
+        consts.add(tensor.name, tensor, init.data_type in FLOAT_TYPES)
+        graph.tensors[tensor.name] = tensor
     initializer_names = set(consts.values)
     for inp in onnx_graph.input:
-        if inp.name in initializer_names:
+        if _text(inp.name) in initializer_names:
             continue
         ttype = inp.type.tensor_type
         dims = tuple((d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None) for d in ttype.shape.dim)
         elem = ttype.elem_type
         dtype = np.dtype(_RAW_DTYPES[elem]).name if elem in _RAW_DTYPES and elem != TensorProto.BFLOAT16 else "float32"
-        graph.inputs[inp.name] = (dims, dtype)
+        graph.inputs[_text(inp.name)] = (dims, dtype)
 
     producer: dict[str, str] = {}  # value name -> layer name
     shape_only: set[str] = set()  # values computed only from shapes and constants
     used_names: set[str] = set()
 
     for index, node in enumerate(onnx_graph.node):
-        op = node.op_type
+        op = _text(node.op_type)
         attrs = _attrs(node)
-        inputs = [name for name in node.input]
-        outputs = [name for name in node.output if name]
+        inputs = [_text(name) for name in node.input]
+        outputs = [_text(name) for name in node.output if name]
 
         # Constants and aliases of constants are values, not layers.
         if op == "Constant":
@@ -388,8 +400,10 @@ def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None
             shape_only.update(outputs)
             continue
 
-        name = node.name or f"{op}_{index}"
-        while name in used_names or name.startswith("output:"):
+        name = _text(node.name) or f"{op}_{index}"
+        if name.startswith("output:"):  # reserved for the graph's output markers
+            name = f"{op}_{index}_{name}"
+        while name in used_names:
             name = f"{name}_{index}"
         used_names.add(name)
         layer = Layer(name=name, kind=g.OTHER, op=op, attrs={})
@@ -409,11 +423,12 @@ def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None
             producer[value] = name
 
     for out in onnx_graph.output:
-        if out.name in producer and f"output:{out.name}" not in graph.layers:
-            graph.add(Layer(name=f"output:{out.name}", kind=g.OUTPUT, op="output", inputs=[producer[out.name]]))
+        out_name = _text(out.name)
+        if out_name in producer and f"output:{out_name}" not in graph.layers:
+            graph.add(Layer(name=f"output:{out_name}", kind=g.OUTPUT, op="output", inputs=[producer[out_name]]))
     _attach_bias_adds(graph)
     fold_decomposed_ops(graph)  # SiLU/GELU/Mish/RMSNorm written as elementwise subgraphs
-    if any(node.op_type in ("If", "Loop", "Scan") for node in onnx_graph.node):
+    if any(_text(node.op_type) in ("If", "Loop", "Scan") for node in onnx_graph.node):
         graph.notes.append("control-flow subgraphs (If/Loop/Scan) are not inspected")
     if source.skipped_types:
         graph.notes.append(f"tensors of element types {', '.join(sorted(source.skipped_types))} are not inspected")
@@ -429,7 +444,7 @@ def _cast_is_float(attrs: dict) -> bool:
 
 
 def _constant_node_tensor(node, attrs: dict, source: _Source) -> Tensor | None:
-    out = node.output[0]
+    out = _text(node.output[0])
     if "value" in attrs:
         return _tensor_from_proto(attrs["value"], source, name=out)
     for key, dtype, shaped in (("value_float", np.float32, False), ("value_int", np.int64, False), ("value_floats", np.float32, True), ("value_ints", np.int64, True)):
@@ -485,7 +500,7 @@ def _constant_of_shape(node, attrs: dict, shape_tensor: Tensor, out: str, source
         return None
     shape = tuple(int(d) for d in np.asarray(shape_tensor.values()).reshape(-1))
     if any(d < 0 for d in shape) or math.prod(shape) > MAX_CONSTANT_OF_SHAPE:
-        raise source.error(f"ConstantOfShape {node.name or out!r} asks for an invalid or huge shape {shape}")
+        raise source.error(f"ConstantOfShape {_text(node.name) or out!r} asks for an invalid or huge shape {shape}")
     if "value" in attrs:
         fill = _tensor_from_proto(attrs["value"], source, name=out)
         if fill is None:
@@ -511,7 +526,7 @@ def _float_attr(attrs: dict, key: str, default: float) -> float:
 
 
 def _classify(layer: Layer, node, attrs: dict, inputs: list[str], consts: _Consts, graph: ModelGraph) -> None:
-    op = node.op_type
+    op = _text(node.op_type)
     layer.attrs.update({k: v for k, v in attrs.items() if isinstance(v, (int, float, str, list, tuple))})
 
     def weight_at(i: int) -> Tensor | None:

@@ -26,7 +26,15 @@ _LENGTH_DELIMITED = 2
 
 
 class ScanError(Exception):
-    """The file is not wire-format protobuf this walker understands."""
+    """The file is not wire-format protobuf this walker understands.
+
+    ``malformed``: it breaks the wire format itself (protobuf would reject it too), so there is
+    no point in handing the whole file to ``onnx.load``; otherwise it may be valid protobuf
+    this walker leaves to protobuf (groups, a repeated graph field)."""
+
+    def __init__(self, reason: str, malformed: bool = True):
+        super().__init__(reason)
+        self.malformed = malformed
 
 
 @dataclass
@@ -72,7 +80,7 @@ def _varint(buf, pos: int, end: int) -> tuple[int, int]:
     result = shift = 0
     while True:
         if pos >= end:
-            raise ScanError("truncated varint")
+            raise ScanError(f"truncated varint at byte {pos}")
         byte = buf[pos]
         pos += 1
         result |= (byte & 0x7F) << shift
@@ -80,7 +88,7 @@ def _varint(buf, pos: int, end: int) -> tuple[int, int]:
             return result, pos
         shift += 7
         if shift > 63:
-            raise ScanError("varint too long")
+            raise ScanError(f"varint too long at byte {pos}")
 
 
 def _encode_varint(value: int) -> bytes:
@@ -103,7 +111,7 @@ def _fields(buf, start: int, end: int):
         key, pos = _varint(buf, pos, end)
         number, wire = key >> 3, key & 7
         if number == 0:
-            raise ScanError("field number 0")
+            raise ScanError(f"field number 0 at byte {field_start}")
         value_start = pos
         if wire == 0:
             _, pos = _varint(buf, pos, end)
@@ -115,10 +123,12 @@ def _fields(buf, start: int, end: int):
             pos += length
         elif wire == 5:
             pos += 4
-        else:  # deprecated groups (3, 4) and invalid types 6, 7
-            raise ScanError(f"wire type {wire}")
+        elif wire in (3, 4):  # deprecated groups: valid protobuf, left to protobuf
+            raise ScanError(f"group field at byte {field_start}", malformed=False)
+        else:
+            raise ScanError(f"invalid wire type {wire} at byte {field_start}")
         if pos > end:
-            raise ScanError("field runs past its message")
+            raise ScanError(f"field at byte {field_start} runs past the end of its message")
         yield number, wire, field_start, value_start, pos
 
 
@@ -161,12 +171,12 @@ def read_structure(path) -> Structure:
         if number == MODEL_GRAPH and wire == _LENGTH_DELIMITED:
             graphs += 1
             if graphs > 1:  # protobuf would merge repeated message fields; leave that to it
-                raise ScanError("several graph fields")
+                raise ScanError("several graph fields", malformed=False)
             out += _delimited(MODEL_GRAPH, _strip_graph(buf, value_start, value_end, spans))
         else:
             out += buf[field_start:value_end]
     model = onnx.ModelProto()
     model.ParseFromString(bytes(out))
     if len(model.graph.initializer) != len(spans):
-        raise ScanError("initializer count differs from the parse")
+        raise ScanError("initializer count differs from the parse", malformed=False)
     return Structure(model, file, spans)
