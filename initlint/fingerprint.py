@@ -28,7 +28,6 @@ UNIFORM_MAX_DEV = math.sqrt(3.0)
 TRUNCATED_MAX_DEV = 2.0 / 0.8796256610342398
 # Rows sampled for the orthonormality test: W_S W_Sᵀ = g²·I exactly for an orthogonal init,
 # while for random weights the off-diagonal entries are ~1/sqrt(cols).
-ORTHO_SAMPLE_ROWS = 64
 ORTHO_TOLERANCE = 2e-3
 
 
@@ -121,25 +120,20 @@ def plausible_families(stats, n: int) -> list[str]:
     return found
 
 
-def _matrix(weight: g.Tensor, unit_axis: int) -> np.ndarray:
-    values = np.moveaxis(weight.values(), unit_axis % weight.ndim, 0)
-    return values.reshape(values.shape[0], -1)
-
-
 def is_orthogonal(weight: g.Tensor, unit_axis: int = 0) -> bool:
-    """Rows (or columns, whichever are fewer) orthonormal up to one gain: orthogonal_/eye_/dirac_."""
+    """Rows (or columns, whichever are fewer) orthonormal up to one gain: orthogonal_/eye_/dirac_.
+
+    torch's orthogonal_ works on the (shape[0], rest) matrix; orthogonality does not change
+    under transposition, so the test reads the lines the statistics pass kept of that matrix
+    (``unit_axis`` is accepted for callers that know the layer's unit axis; it is not needed).
+    """
     if weight.ndim < 2 or weight.stats.var <= 0:
         return False
-    rows = weight.shape[unit_axis % weight.ndim]
+    rows = weight.shape[0]
     cols = weight.size // max(rows, 1)
-    if min(rows, cols) < 2:
+    sample = weight.stats.sample_lines
+    if min(rows, cols) < 2 or sample is None or len(sample) < 2:
         return False
-    matrix = _matrix(weight, unit_axis)  # a view where the reader gives one
-    if rows > cols:
-        matrix = matrix.T
-    step = max(1, matrix.shape[0] // ORTHO_SAMPLE_ROWS)
-    # Convert only the sampled rows: an embedding table can be gigabytes.
-    sample = np.asarray(matrix[::step][:ORTHO_SAMPLE_ROWS], dtype=np.float64)
     gram = sample @ sample.T
     gain2 = float(np.mean(np.diag(gram)))
     if gain2 <= 0:

@@ -16,6 +16,9 @@ import numpy as np
 # 1 MB of float64 per chunk: the dozen passes of the statistics run in the CPU's cache rather
 # than streaming each pass from memory, and numpy's per-call overhead stays a few percent.
 CHUNK_ELEMENTS = 1 << 17
+# Lines kept for the orthogonality test, and the longest column it keeps whole.
+SAMPLE_LINES = 64
+MAX_SAMPLED_COLUMN = 1 << 16
 
 
 @dataclass
@@ -41,6 +44,9 @@ class TensorStats:
     # The same statistics with another axis as the unit (row) axis, from the same pass
     # (compute_stats' unit_axes): only the per-unit fields differ.
     along: dict[int, TensorStats] = field(default_factory=dict, repr=False, compare=False)
+    # Evenly spaced lines of the (rows, rest) matrix, kept from the pass for the orthogonality
+    # test of init fingerprinting: rows when rows <= rest, else columns (all rows of each).
+    sample_lines: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def std(self) -> float:
@@ -187,6 +193,10 @@ def _compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_ax
     fingerprints: list[np.ndarray] = []
     seen = 0
     per_row = rows > 1 and row_len > 1
+    sample_by_rows = rows <= row_len
+    keep_sample = per_row and (sample_by_rows or rows <= MAX_SAMPLED_COLUMN)
+    line_step = max(1, (rows if sample_by_rows else row_len) // SAMPLE_LINES)
+    sampled: list[np.ndarray] = []
 
     scratch = np.empty(0, np.float64)  # squares and mixed bits, reused chunk after chunk
     for chunk in chunks:
@@ -232,6 +242,13 @@ def _compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_ax
             fingerprint = np.einsum("ij,j->i", mixed.reshape(block.shape), _multipliers(row_len))
             fingerprint[zero_row] = 0
             fingerprints.append(fingerprint)
+            if keep_sample:
+                if sample_by_rows:
+                    index = np.arange(seen // row_len, seen // row_len + block.shape[0])
+                    picked = (index % line_step == 0) & (index // line_step < SAMPLE_LINES)
+                    sampled.append(block[picked].copy())
+                else:
+                    sampled.append(block[:, ::line_step][:, :SAMPLE_LINES].copy())
         elif values.size:
             lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
         if axes and not nonfinite and flat.size % max(row_len, 1) == 0:
@@ -278,4 +295,7 @@ def _compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_ax
         stats.duplicate_row_groups = groups[:5]
     if not nonfinite:
         stats.along = {unit_axis.axis: unit_axis.stats(stats) for unit_axis in axes}
+        if sampled:
+            lines = np.concatenate(sampled, axis=0)
+            stats.sample_lines = lines if sample_by_rows else np.ascontiguousarray(lines.T)
     return stats

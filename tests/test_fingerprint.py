@@ -153,3 +153,20 @@ def test_unrecognized_layers_are_noted_in_the_signal_report():
     graph.add(_layer((rng.standard_t(3, size=(64, 64)) * 0.05).astype(np.float32), "fc"))
     notes = " ".join(signal_of(graph).notes)
     assert "match no init scheme" in notes and "IL201" in notes
+
+
+def test_orthogonality_is_read_from_the_statistics_pass_for_wide_and_tall_matrices():
+    import numpy as np
+
+    from initlint.fingerprint import is_orthogonal
+    from initlint.graph import Tensor
+
+    rng = np.random.default_rng(0)
+    for rows, cols in ((48, 300), (300, 48)):
+        q, _ = np.linalg.qr(rng.standard_normal((max(rows, cols), min(rows, cols))))
+        ortho = (q if rows > cols else q.T).astype(np.float32) * 0.7
+        reads = []
+        tensor = Tensor("w", ortho.shape, "float32", lambda ortho=ortho: reads.append(1) or ortho)
+        assert is_orthogonal(tensor) and len(reads) == 1
+        gaussian = rng.standard_normal((rows, cols)).astype(np.float32)
+        assert not is_orthogonal(Tensor("g", gaussian.shape, "float32", lambda g=gaussian: g))
