@@ -37,7 +37,9 @@ def render_text(results: list[TargetResult], quiet: bool = False, show_fixes: bo
         for f in result.findings:
             counts[f.severity] += 1
             severity = click.style(str(f.severity), fg=_COLOURS[f.severity], bold=True) if color else str(f.severity)
-            verdict = f" [probe: {f.probe['verdict']}]" if f.probe and f.probe.get("verdict") else ""
+            # Only what the probe settled; "inconclusive" (no checkable prediction, no run) is in the JSON.
+            settled = f.probe and f.probe.get("verdict") in ("confirmed", "refuted")
+            verdict = f" [probe: {f.probe['verdict']}]" if settled else ""
             lines.append(f"{result.target}: {f.location}: {f.code} {f.name} [{severity}] {f.message}{verdict}")
             if show_fixes and f.fix:
                 lines.append(f"    fix: {f.fix}")
