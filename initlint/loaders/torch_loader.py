@@ -626,6 +626,7 @@ def graph_from_module(module, target: str, example_input=None, options=None) -> 
         else:
             exported = graph_from_exported(program, target, "torch", strip_prefix=_WRAPPED + ".", canonical=_canonical_names(module))
             exported.notes.insert(0, f"{fx_failure}; the graph comes from torch.export with the example input {where}")
+            exported.metadata["module"] = module  # the live module, for source lines and the probe
             return exported
     graph.notes.append(
         f"{fx_failure}; {export_failure}; the graph follows module registration order, "
