@@ -180,7 +180,7 @@ def _propagate(graph: g.ModelGraph) -> Signal:
     sig.folded_norm = _folded_batchnorm(graph)
     if sig.folded_norm:
         sig.notes.append(
-            f"no normalization layers, but {len(sig.folded_norm)} convolutions look like conv+BatchNorm pairs of an eval-mode "
+            f"no BatchNormalization layers, but {len(sig.folded_norm)} convolutions look like conv+BatchNorm pairs of an eval-mode "
             "export (BatchNorm folded into constant-folded weights, or dropped as the identity it is at init, leaving "
             "bias-free convolutions); signal propagation treats them as normalized (DESIGN.md §10)"
         )
@@ -285,21 +285,24 @@ def _propagate(graph: g.ModelGraph) -> Signal:
 def _folded_batchnorm(graph: g.ModelGraph) -> set[str]:
     """Convolutions that absorbed a BatchNorm at export (eval mode, constant folding).
 
-    The TorchScript exporter names a weight it computed by folding ``onnx::Conv_<n>``. The
-    dynamo exporter drops a freshly initialized BatchNorm outright (running mean 0, variance 1:
-    the identity), leaving the convolution without a bias; convolutions are written
-    ``bias=False`` precisely when a normalization follows them. In a graph with no normalization
-    layer at all, either sign marks a conv+BatchNorm pair of an eval-mode export.
+    The TorchScript exporter names a weight it computed by folding ``onnx::Conv_<n>`` and gives
+    the convolution the folded bias. The dynamo exporter drops a freshly initialized BatchNorm
+    outright (running mean 0, variance 1: the identity), leaving the convolution without a
+    bias; convolutions are written ``bias=False`` precisely when a normalization follows them,
+    so in a graph without any BatchNormalization a bias-free convolution marks a removed one.
+    Other normalizations (the LayerNorms of a hybrid CNN/transformer) do not change either sign.
     """
-    if graph.format != "onnx" or any(layer.kind == g.NORM for layer in graph.layers.values()):
+    if graph.format != "onnx":
         return set()
-    return {
-        layer.name
-        for layer in graph.layers.values()
-        if layer.kind == g.CONV
-        and layer.weight is not None
-        and (layer.bias is None or layer.weight.name.startswith("onnx::"))
-    }
+    has_batchnorm = any(layer.op == "BatchNormalization" for layer in graph.layers.values())
+    folded = set()
+    for layer in graph.layers.values():
+        if layer.kind != g.CONV or layer.weight is None:
+            continue
+        constant_folded = layer.weight.name.startswith("onnx::") and layer.bias is not None
+        if constant_folded or (layer.bias is None and not has_batchnorm):
+            folded.add(layer.name)
+    return folded
 
 
 def _is_branch_gate(layer: g.Layer, sig: Signal) -> bool:

@@ -63,3 +63,22 @@ def test_probe_still_confirms_vanishing_in_the_plain_stack(tmp_path):
     codes, notes = probe_errors(export(conv_stack(12, batchnorm=False), tmp_path / "plain.onnx", dynamo=False))
     assert "IL401" in codes, notes
     assert not any("put back" in note for note in notes)
+
+
+class Hybrid(nn.Module):
+    """A BatchNorm conv stem followed by LayerNorm'd tokens (MaxViT, CoAtNet, ConvNeXt-style heads)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = conv_stack(12, batchnorm=True)[:-2]  # without Flatten + Linear
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 4)
+
+    def forward(self, x):
+        tokens = self.stem(x).flatten(2).transpose(1, 2)
+        return self.head(self.norm(tokens).mean(1))
+
+
+@pytest.mark.parametrize("dynamo", [False, True], ids=["torchscript-exporter", "dynamo-exporter"])
+def test_folded_batchnorm_is_recognized_beside_other_normalization_layers(tmp_path, dynamo):
+    assert not errors(export(Hybrid().eval(), tmp_path / "hybrid.onnx", dynamo))
