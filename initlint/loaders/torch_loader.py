@@ -857,6 +857,8 @@ def _classify_function(layer: Layer, fname: str, node, inputs, consts) -> None:
         slope = node.kwargs.get("negative_slope", node.args[1] if fname == "leaky_relu" and len(node.args) > 1 else None)
         if fname == "leaky_relu":
             layer.attrs["alpha"] = float(slope) if isinstance(slope, (int, float)) else 0.01
+        if fname == "hardtanh" and _hardtanh_bounds(node) == (0.0, 6.0):
+            layer.attrs["activation"] = "relu6"  # nn.ReLU6 reaches torch.export and TorchScript as hardtanh(x, 0, 6)
     elif fname in ("add", "iadd"):
         layer.kind = g.ADD if len(dynamic) >= 2 else g.PASSTHROUGH
     elif fname in ("mul", "imul"):
@@ -903,6 +905,16 @@ def _classify_function(layer: Layer, fname: str, node, inputs, consts) -> None:
         layer.kind, layer.params["weight"], layer.fan_in, layer.fan_out = g.EMBEDDING, weight, 1, weight.shape[-1]
     else:
         layer.kind = g.OTHER
+
+
+def _hardtanh_bounds(node) -> tuple[float, float] | None:
+    """(min_val, max_val) of a hardtanh call: positional (x, min_val, max_val) or keywords."""
+    args = list(node.args)
+    low = node.kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)
+    high = node.kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        return None
+    return float(low), float(high)
 
 
 def _classify_conv(layer: Layer, fname: str, node, inputs, consts) -> None:
