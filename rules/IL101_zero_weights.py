@@ -85,6 +85,8 @@ class ZeroWeights(Rule):
                 continue
             if graph.has_structure:
                 continue  # a constant no weighted layer uses (a mask, a buffer): not a weight
+            if sum(d > 1 for d in tensor.shape) < 2:
+                continue  # a vector stored with broadcast dims (timm's (1, 1, C) shift, NFNet's (C, 1, 1, 1) gain)
             yield self.finding(
                 name,
                 f"all {tensor.size:,} values are 0.0; without the model structure initlint cannot tell an intended zero (LoRA B, residual branch end) from a fatal one",

@@ -246,3 +246,11 @@ def test_folded_batchnorm_conv_in_eval_export_is_named_after_its_module(tmp_path
     assert any(n.name == "/1/1.1/conv1/Conv" for n in proto.graph.node)
     findings = _il1(build_graph(proto, path))
     assert _at(findings, "IL101", "1.1.conv1.weight") == Severity.ERROR
+
+
+def test_zero_vectors_stored_with_broadcast_dims_are_not_matrices_in_a_state_dict(tmp_path):
+    # ResMLP's Affine shift is (1, 1, C) and NFNet's skip-init gain (C, 1, 1, 1): zero vectors, not layers
+    state = {"blocks.0.norm1.beta": torch.zeros(1, 1, 16), "stages.0.conv3.gain": torch.zeros(16, 1, 1, 1), "lora_B.weight": torch.zeros(16, 4), "fc.weight": torch.randn(16, 16)}
+    torch.save(state, tmp_path / "sd.pt")
+    findings = _il1(load(str(tmp_path / "sd.pt"), LoadOptions()))
+    assert [(f.code, f.location, str(f.severity)) for f in findings] == [("IL101", "lora_B.weight", "info")]
