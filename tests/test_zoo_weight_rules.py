@@ -100,7 +100,7 @@ def test_zero_init_residual_resnet_is_clean_in_every_form(form, tmp_path):
     assert not _flags(_il1(graph))
 
 
-def test_tiny_gpt2_is_clean_through_its_export_graph():
+def test_tiny_gpt2_is_clean_and_zero_mlp_around_gelu_new_is_fatal():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
     config = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=4, vocab_size=64, n_positions=32, use_cache=False)
@@ -109,6 +109,15 @@ def test_tiny_gpt2_is_clean_through_its_export_graph():
     # Conv1D [in, out] layers and the tied embedding / head are all read
     assert {"transformer.h.0.attn.c_attn", "transformer.h.1.mlp.c_proj"} <= {layer.name for layer in graph.weighted_layers()}
     assert not _flags(_il1(graph))
+    # gelu_new falls apart into mul/pow/tanh/add when traced; read as one activation, gelu(0) = 0
+    # between two zero layers is fatal (before: its inner Add looked like a residual, no finding)
+    assert graph.layers["transformer.h.0.mlp.act"].activation == "gelu"
+    with torch.no_grad():
+        for layer in (model.transformer.h[0].mlp.c_fc, model.transformer.h[0].mlp.c_proj):
+            layer.weight.zero_()
+            layer.bias.zero_()
+    findings = _il1(graph_from_module(model, "gpt2", example_input=torch.randint(1, 64, (2, 8))))
+    assert _at(findings, "IL101", "transformer.h.0.mlp.c_fc.weight") == Severity.ERROR
 
 
 # --- planted mistakes: caught at the parameter's name, in every form ---------------------------

@@ -765,6 +765,7 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
     produced: dict[str, str] = {}  # fx node name -> layer name
     used: set[str] = set()
     aten = lifted is not None
+    open_activation: tuple[str, str] | None = None  # (module-call key, layer name) of a composite activation
     for node in traced.graph.nodes:
         inputs = [n for n in node.all_input_nodes]
         if node.op == "placeholder":
@@ -798,6 +799,17 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
         if node.op != "call_module" and (fname in _SHAPE_FUNCTIONS or (inputs and all(n.name in shape_only or n.name in consts for n in inputs) and not _has_tensor_const(inputs, consts))):
             shape_only.add(node.name)
             continue
+        composite = _composite_activation(node, strip_prefix) if node.op != "call_module" else None
+        if composite is not None and open_activation is not None and open_activation[0] == composite[0]:
+            # Another op of the same activation call: it joins that one layer.
+            layer = graph.layers[open_activation[1]]
+            for producer in inputs:
+                source = produced.get(producer.name)
+                if source is not None and source != layer.name and source not in layer.inputs:
+                    layer.inputs.append(source)
+            produced[node.name] = layer.name
+            continue
+        open_activation = None
         if node.op == "call_module":
             name = node.target
             if name in used:
@@ -805,6 +817,11 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
             layer = Layer(name=name, kind=g.OTHER, op=type(modules[node.target]).__name__)
             classify_module(torch, layer, modules[node.target], node.target)
             _share_tensors(graph, layer)
+        elif composite is not None:
+            key, path, class_name, activation = composite
+            name = path if path not in used and path not in graph.layers else f"{path}#{node.name}"
+            layer = Layer(name=name, kind=g.ACTIVATION, op=class_name, attrs={"activation": activation})
+            open_activation = (key, name)
         else:
             layer = Layer(name=node.name, kind=g.OTHER, op=fname)
             _classify_function(layer, fname, node, inputs, consts)
@@ -827,6 +844,42 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
                 layer.const_inputs[len(layer.const_inputs) + 100] = Tensor(f"{node.name}.scalar", (), "float32", lambda value=value: value)
         graph.add(layer)
         produced[node.name] = layer.name
+
+
+# Activation modules written as several elementwise ops (transformers' gelu_new is
+# 0.5x(1 + tanh(...)), quick_gelu x*sigmoid(1.702x)). Traced, they fall apart into mul/pow/tanh/add
+# nodes whose Add looks like a residual; each call is read as one activation, as its nn counterpart.
+_COMPOSITE_ACTIVATIONS = {
+    "NewGELUActivation": "gelu",
+    "GELUActivation": "gelu",
+    "FastGELUActivation": "gelu",
+    "QuickGELUActivation": "gelu",
+    "AccurateGELUActivation": "gelu",
+    "ClippedGELUActivation": "gelu",
+    "GELUTanh": "gelu",
+    "PytorchGELUTanh": "gelu",
+    "QuickGELU": "gelu",
+    "SiLUActivation": "silu",
+    "Swish": "silu",
+    "MishActivation": "mish",
+    "Mish": "mish",
+}
+
+
+def _composite_activation(node, strip_prefix: str = "") -> tuple[str, str, str, str] | None:
+    """(module-call key, module path, class name, activation) when ``node`` is an op inside one
+    of the activation modules above."""
+    stack = node.meta.get("nn_module_stack") if hasattr(node, "meta") else None
+    if not stack:
+        return None
+    key, value = list(stack.items())[-1]
+    path, cls = value if isinstance(value, tuple) and len(value) == 2 else (None, None)
+    class_name = getattr(cls, "__name__", None) or str(cls).rsplit(".", 1)[-1]
+    activation = _COMPOSITE_ACTIVATIONS.get(class_name)
+    if activation is None or not isinstance(path, str):
+        return None
+    path = path[len(strip_prefix):] if strip_prefix and path.startswith(strip_prefix) else path
+    return str(key), path, class_name, activation
 
 
 def _has_tensor_const(inputs, consts) -> bool:
