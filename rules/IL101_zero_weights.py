@@ -50,7 +50,8 @@ class ZeroWeights(Rule):
     random B for embeddings), a zero classifier head or muP readout, ReZero/SkipInit gates,
     biases and normalization shifts, zero-initialized gates or modulations whose product
     reaches a residual add (DiT's adaLN-Zero). When only a state dict is given the structure is unknown
-    and a zero matrix is reported as info.
+    and a zero matrix is reported as info, unless PEFT's names pair it with an all-zero partner
+    (`lora_A` and `lora_B` of one adapter both zero: error).
 
     ## References
     - DESIGN.md §5 (when a zero tensor is fatal; measured on 300-step Adam/SGD runs)
@@ -87,6 +88,16 @@ class ZeroWeights(Rule):
                 continue  # a constant no weighted layer uses (a mask, a buffer): not a weight
             if sum(d > 1 for d in tensor.shape) < 2:
                 continue  # a vector stored with broadcast dims (timm's (1, 1, C) shift, NFNet's (C, 1, 1, 1) gain)
+            partner = _lora_partner(graph, name)
+            if partner is not None and partner.stats.count and partner.stats.all_zero:
+                # PEFT's names pair the two factors of one adapter: both zero is fatal whatever the model is
+                yield self.finding(
+                    name,
+                    f"all {tensor.size:,} values are 0.0 and so is its LoRA partner {partner.name}: the update B·A is zero and neither factor can get a gradient",
+                    evidence={"count": tensor.size, "std": 0.0, "partner": partner.name},
+                    fix="initialize lora_A randomly (PEFT: init_lora_weights=True) and only lora_B at zero",
+                )
+                continue
             yield self.finding(
                 name,
                 f"all {tensor.size:,} values are 0.0; without the model structure initlint cannot tell an intended zero (LoRA B, residual branch end) from a fatal one",
@@ -171,6 +182,21 @@ def _continue(graph, node, value, origin, activation, depth):
         return ALLOWED, _HEAD
     outcomes = [_follow(graph, n, value, origin, activation, depth + 1) for n in nxt]
     return min(outcomes, key=lambda o: o[0])
+
+
+_LORA_FACTORS = (("lora_A", "lora_B"), ("lora_embedding_A", "lora_embedding_B"))
+
+
+def _lora_partner(graph, name: str):
+    """The other factor of a PEFT LoRA adapter (``...q_proj.lora_A.default.weight`` <->
+    ``...q_proj.lora_B.default.weight``), when the file holds it."""
+    parts = name.split(".")
+    for a, b in _LORA_FACTORS:
+        for mine, theirs in ((a, b), (b, a)):
+            if mine in parts:
+                index = parts.index(mine)
+                return graph.tensors.get(".".join(parts[:index] + [theirs] + parts[index + 1 :]))
+    return None
 
 
 def _computed_only_from(graph, layer: g.Layer, origin: g.Layer) -> bool:

@@ -323,3 +323,20 @@ def test_two_zero_layers_around_gelu_decomposed_by_opset_17_export_are_fatal(tmp
     assert "Erf" in {n.op_type for n in proto.graph.node} and "Gelu" not in {n.op_type for n in proto.graph.node}
     assert _at(_il1(graph_from_module(model, "mlp")), "IL101", "2.weight") == Severity.ERROR
     assert _at(_il1(build_graph(proto, path)), "IL101", "2.weight") == Severity.ERROR
+
+
+def test_peft_adapter_file_with_both_lora_factors_zero_is_fatal_without_structure(tmp_path):
+    from safetensors.torch import save_file
+
+    prefix = "base_model.model.model.layers.0.self_attn"
+    adapter = {
+        f"{prefix}.q_proj.lora_A.weight": torch.zeros(4, 32),  # A = 0 and B = 0: fatal
+        f"{prefix}.q_proj.lora_B.weight": torch.zeros(32, 4),
+        f"{prefix}.v_proj.lora_A.weight": torch.randn(4, 32) * 0.1,  # the intended B = 0: info only
+        f"{prefix}.v_proj.lora_B.weight": torch.zeros(32, 4),
+    }
+    save_file(adapter, str(tmp_path / "adapter_model.safetensors"))
+    findings = _il1(load(str(tmp_path / "adapter_model.safetensors"), LoadOptions()))
+    assert _at(findings, "IL101", f"{prefix}.q_proj.lora_A.weight") == Severity.ERROR
+    assert _at(findings, "IL101", f"{prefix}.q_proj.lora_B.weight") == Severity.ERROR
+    assert _at(findings, "IL101", f"{prefix}.v_proj.lora_B.weight") == Severity.INFO
