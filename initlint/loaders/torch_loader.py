@@ -878,6 +878,8 @@ def _composite_activation(node, strip_prefix: str = "") -> tuple[str, str, str, 
     activation = _COMPOSITE_ACTIVATIONS.get(class_name)
     if activation is None or not isinstance(path, str):
         return None
+    if not path or "[" in path:  # strict-mode paths look like L['self'].act: name the layer after the node
+        path = node.name
     path = path[len(strip_prefix):] if strip_prefix and path.startswith(strip_prefix) else path
     return str(key), path, class_name, activation
 
