@@ -385,6 +385,17 @@ def _add_plants(entries: list[Entry]) -> None:
             ("NaN", _nan("model.layers.1.self_attn.o_proj.weight"), {"model.layers.1.self_attn.o_proj.weight": ("IL104", E)}),
         ],
     }
+    plants["timm:vit_tiny_patch16_224"] = [
+        ("zero fc1 and fc2 around GELU", _zero("blocks.0.mlp.fc1.weight", "blocks.0.mlp.fc1.bias", "blocks.0.mlp.fc2.weight", "blocks.0.mlp.fc2.bias"), {"blocks.0.mlp.fc1.weight": ("IL101", E)}),
+    ]
+    plants["timm:resnet26d"] = [
+        ("zero conv before BN+ReLU", _zero("layer1.0.conv1.weight"), {"layer1.0.conv1.weight": ("IL101", E)}),
+        ("NaN", _nan("layer3.0.conv2.weight"), {"layer3.0.conv2.weight": ("IL104", E)}),
+    ]
+    plants["timm:convnext_atto"] = [
+        ("uniform_ MLP", _uniform("stages.1.blocks.0.mlp.fc1.weight"), {"stages.1.blocks.0.mlp.fc1.weight": ("IL105", E)}),
+        ("copied rows", _copy_rows("stages.2.blocks.0.mlp.fc2.weight"), {"stages.2.blocks.0.mlp.fc2.weight": ("IL103", W)}),
+    ]
     for entry in entries:
         entry.plants = plants.get(entry.name, [])
     lora_both_zero = [e for e in entries if e.name == "peft-lora[B=0]"]
