@@ -50,7 +50,8 @@ class ZeroWeights(Rule):
     random B for embeddings), a zero classifier head or muP readout, ReZero/SkipInit gates,
     biases and normalization shifts, zero-initialized gates or modulations whose product
     reaches a residual add (DiT's adaLN-Zero). When only a state dict is given the structure is unknown
-    and a zero matrix is reported as info.
+    and a zero matrix is reported as info, unless PEFT's names pair it with an all-zero partner
+    (`lora_A` and `lora_B` of one adapter both zero: error).
 
     ## References
     - DESIGN.md §5 (when a zero tensor is fatal; measured on 300-step Adam/SGD runs)
@@ -87,6 +88,18 @@ class ZeroWeights(Rule):
                 continue
             if graph.has_structure:
                 continue  # a constant no weighted layer uses (a mask, a buffer): not a weight
+            if sum(d > 1 for d in tensor.shape) < 2:
+                continue  # a vector stored with broadcast dims (timm's (1, 1, C) shift, NFNet's (C, 1, 1, 1) gain)
+            partner = _lora_partner(graph, name)
+            if partner is not None and partner.stats.count and partner.stats.all_zero:
+                # PEFT's names pair the two factors of one adapter: both zero is fatal whatever the model is
+                yield self.finding(
+                    name,
+                    f"all {tensor.size:,} values are 0.0 and so is its LoRA partner {partner.name}: the update B·A is zero and neither factor can get a gradient",
+                    evidence={"count": tensor.size, "std": 0.0, "partner": partner.name},
+                    fix="initialize lora_A randomly (PEFT: init_lora_weights=True) and only lora_B at zero",
+                )
+                continue
             yield self.finding(
                 name,
                 f"all {tensor.size:,} values are 0.0; without the model structure initlint cannot tell an intended zero (LoRA B, residual branch end) from a fatal one",
@@ -119,7 +132,9 @@ def _follow(graph, node: g.Layer, value: np.ndarray, origin: g.Layer, activation
     if node.kind == g.OUTPUT:
         return ALLOWED, _HEAD
     if node.kind in (g.ADD, g.CONCAT):
-        others = [p for p in graph.producers(node) if not _is_zero_layer(p)]
+        # An input computed only from this layer's constant output is constant too (the
+        # x + 0.044715x^3 inside a hand-written tanh-GELU): only an independent path rescues.
+        others = [p for p in graph.producers(node) if not _is_zero_layer(p) and not _computed_only_from(graph, p, origin)]
         if len(others) >= 1 and len(graph.producers(node)) >= 2:
             return ALLOWED, _RESIDUAL
         return _continue(graph, node, value, origin, activation, depth)
@@ -169,6 +184,45 @@ def _continue(graph, node, value, origin, activation, depth):
         return ALLOWED, _HEAD
     outcomes = [_follow(graph, n, value, origin, activation, depth + 1) for n in nxt]
     return min(outcomes, key=lambda o: o[0])
+
+
+_LORA_FACTORS = (("lora_A", "lora_B"), ("lora_embedding_A", "lora_embedding_B"))
+
+
+def _lora_partner(graph, name: str):
+    """The other factor of a PEFT LoRA adapter (``...q_proj.lora_A.default.weight`` <->
+    ``...q_proj.lora_B.default.weight``), when the file holds it."""
+    parts = name.split(".")
+    for a, b in _LORA_FACTORS:
+        for mine, theirs in ((a, b), (b, a)):
+            if mine in parts:
+                index = parts.index(mine)
+                return graph.tensors.get(".".join(parts[:index] + [theirs] + parts[index + 1 :]))
+    return None
+
+
+def _computed_only_from(graph, layer: g.Layer, origin: g.Layer) -> bool:
+    """True when every path into ``layer`` starts at ``origin`` (so its value is a function of
+    origin's constant output); a layer that reads a model input is not."""
+    known: dict[str, bool] = {origin.name: True}
+    stack = [layer]
+    while stack:
+        node = stack[-1]
+        if node.name in known:
+            stack.pop()
+            continue
+        producers = graph.producers(node)
+        if not producers or any(known.get(p.name) is False for p in producers):
+            known[node.name] = False
+            stack.pop()
+            continue
+        pending = [p for p in producers if p.name not in known]
+        if pending:
+            stack.extend(pending)
+            continue
+        known[node.name] = True
+        stack.pop()
+    return known[layer.name]
 
 
 def _is_zero_layer(layer: g.Layer) -> bool:
@@ -319,6 +373,25 @@ def adaln_zero_gate():
     return nn.Sequential(nn.Linear(16, 32), DiTBlock(32), DiTBlock(32), nn.Linear(32, 4))
 
 
+def zero_layers_around_handwritten_tanh_gelu():
+    import math
+
+    import torch
+    import torch.nn as nn
+
+    class TanhGELU(nn.Module):
+        """GPT-2's gelu_new written out: its inner x + 0.044715x^3 is an Add of two computed values."""
+
+        def forward(self, x):
+            return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+    model = nn.Sequential(nn.Linear(16, 32), TanhGELU(), nn.Linear(32, 32), TanhGELU(), nn.Linear(32, 32), TanhGELU(), nn.Linear(32, 4))
+    for layer in (model[2], model[4]):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+    return model
+
+
 _CONV_INPUT = (2, 3, 8, 8)
 ZeroWeights.must_flag = (
     Example(zero_linear_before_relu, flagged=("2.weight",), severity="error"),
@@ -326,6 +399,7 @@ ZeroWeights.must_flag = (
     Example(zero_conv_batchnorm_relu, flagged=("2.weight",), severity="error", input_shape=_CONV_INPUT),
     Example(lora_with_a_and_b_zero, flagged=("2.lora_A.weight",), severity="error", input_shape=(4, 16)),
     Example(lone_zero_layer_before_tanh, flagged=("2.weight",), severity="warning"),
+    Example(zero_layers_around_handwritten_tanh_gelu, flagged=("2.weight",), severity="warning"),
 )
 ZeroWeights.must_not_flag = (
     Example(lora_b_zero_a_random),

@@ -17,8 +17,11 @@ class ConstantWeights(Rule):
     Every output unit of a constant layer computes the same function of its input. When the
     next layer also treats those units alike (identical columns, e.g. it is constant too) and
     the bias is constant, every unit gets the same gradient and the units stay identical for
-    the whole of training: the layer has the capacity of a single unit (rank 1). A constant
-    layer between random layers is broken out of symmetry by its neighbours: info only.
+    the whole of training: the layer has the capacity of a single unit (rank 1). Activations,
+    pooling and normalizations with a constant scale and shift (BatchNorm's default) keep the
+    units alike. When every weighted layer is constant this holds whatever the edges, so it is
+    an error in a state dict too. A constant layer between random layers is broken out of
+    symmetry by its neighbours: info only.
 
     ## Example
     ```python
@@ -45,18 +48,32 @@ class ConstantWeights(Rule):
     severity = Severity.ERROR
 
     def check(self, graph):
-        for layer in graph.layers.values():
+        candidates = [
+            layer
+            for layer in graph.layers.values()
+            if layer.weight is not None and layer.weight.ndim >= 2 and layer.kind in g.WEIGHTED_KINDS - {g.EMBEDDING}
+        ]
+        # Every weighted layer constant: whatever the edges, each layer's neighbours are
+        # constant too, so no unit can ever differ from its siblings (DESIGN.md §5). This
+        # needs no structure, so a state dict is judged as well.
+        everything_constant = len(candidates) >= 2 and all(_is_constant(layer) for layer in candidates)
+        for layer in candidates:
             weight = layer.weight
-            if weight is None or weight.ndim < 2 or layer.kind not in g.WEIGHTED_KINDS - {g.EMBEDDING}:
-                continue
             stats = weight.stats
-            if not stats.all_equal or stats.all_zero:
+            if not _is_constant(layer):
                 continue
             message = f"all {weight.size:,} values equal {stats.min:.6g}"
             evidence = {"value": stats.min, "count": weight.size}
-            symmetric_next = _next_layers_keep_symmetry(graph, layer)
+            symmetric_next = _next_layers_keep_symmetry(graph, layer) if graph.has_structure else []
             bias_constant = layer.bias is None or layer.bias.stats.all_equal
-            if graph.has_structure and symmetric_next and bias_constant:
+            if everything_constant and bias_constant:
+                yield self.finding(
+                    weight.name,
+                    f"{message}, and every weighted layer of the model is constant: the units of each layer stay identical forever (rank 1)",
+                    evidence={**evidence, "constant_layers": len(candidates)},
+                    fix=_FIX,
+                )
+            elif symmetric_next and bias_constant:
                 names = ", ".join(n.weight.name for n in symmetric_next)
                 yield self.finding(
                     weight.name,
@@ -80,9 +97,20 @@ class ConstantWeights(Rule):
 _FIX = "use a random init: nn.init.kaiming_normal_(w, nonlinearity='relu') or nn.init.xavier_uniform_(w)"
 
 
+def _is_constant(layer) -> bool:
+    stats = layer.weight.stats
+    return stats.all_equal and not stats.all_zero
+
+
 def _next_layers_keep_symmetry(graph, layer) -> list:
-    """The next weighted layers, if every one of them has identical columns (constant rows)."""
-    following = graph.downstream(layer, through=g.TRANSPARENT_KINDS | {g.ACTIVATION})
+    """The next weighted layers, if every one of them has identical columns (constant rows).
+
+    Activations, reshapes and pooling act on each unit alike; so does a normalization whose
+    per-unit scale and shift are constant (BatchNorm's default 1 and 0)."""
+    through = g.TRANSPARENT_KINDS | {g.ACTIVATION, g.NORM}
+    following = graph.downstream(layer, through=through)
+    if any(n.kind == g.NORM and not all(t.stats.all_equal for t in n.params.values()) for n in _between(graph, layer, through)):
+        return []
     weighted = [n for n in following if n.is_weighted]
     if not weighted or len(weighted) != len(following):
         return []
@@ -91,6 +119,19 @@ def _next_layers_keep_symmetry(graph, layer) -> list:
         if unit_stats is None or unit_stats.constant_rows != unit_stats.rows:
             return []
     return weighted
+
+
+def _between(graph, layer, through) -> list:
+    """The layers of a kind in ``through`` on the paths from ``layer`` to its downstream layers."""
+    found, stack, seen = [], list(graph.consumers(layer)), set()
+    while stack:
+        nxt = stack.pop()
+        if nxt.name in seen or nxt.kind not in through:
+            continue
+        seen.add(nxt.name)
+        found.append(nxt)
+        stack.extend(graph.consumers(nxt))
+    return found
 
 
 def all_layers_constant():
@@ -127,5 +168,40 @@ def layerscale_constants():
     return nn.Sequential(nn.Linear(16, 32), Block(32), Block(32), nn.Linear(32, 4))
 
 
-ConstantWeights.must_flag = (Example(all_layers_constant, flagged=("0.weight", "2.weight"), severity="error"),)
-ConstantWeights.must_not_flag = (Example(one_constant_layer_between_random_ones), Example(layerscale_constants))
+def constant_convs_through_batchnorm():
+    import torch.nn as nn
+
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 4),
+    )
+    nn.init.constant_(model[0].weight, 0.05)
+    nn.init.constant_(model[3].weight, 0.05)
+    return model
+
+
+def constant_conv_before_random_batchnorm_scale():
+    import torch
+    import torch.nn as nn
+
+    model = constant_convs_through_batchnorm()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)  # per-channel scales differ: the units are told apart
+    return model
+
+
+ConstantWeights.must_flag = (
+    Example(all_layers_constant, flagged=("0.weight", "2.weight", "4.weight"), severity="error"),
+    Example(constant_convs_through_batchnorm, flagged=("0.weight",), severity="error", input_shape=(2, 3, 8, 8)),
+)
+ConstantWeights.must_not_flag = (
+    Example(one_constant_layer_between_random_ones),
+    Example(layerscale_constants),
+    Example(constant_conv_before_random_batchnorm_scale, input_shape=(2, 3, 8, 8)),
+)

@@ -313,7 +313,8 @@ def bert():
 '''
 
 
-@pytest.mark.parametrize("name, activation", [("gpt2", "tanh"), ("bert", "gelu")])
+# gpt2: gelu_new (tanh-approximated GELU, several ops when traced) is read as one gelu
+@pytest.mark.parametrize("name, activation", [("gpt2", "gelu"), ("bert", "gelu")])
 def test_transformers_models_load_through_torch_export(tmp_path, name, activation):
     pytest.importorskip("transformers")
     (tmp_path / "hf_models.py").write_text(HF_MODELS)

@@ -775,18 +775,6 @@ def _trace_keeping_norms(torch, module):
     return torch.fx.GraphModule(module, Tracer().trace(module))
 
 
-def _norm_module_path(node, strip_prefix: str = "") -> str | None:
-    """The module path when ``node`` runs inside a normalization module (by its class name)."""
-    stack = node.meta.get("nn_module_stack") if hasattr(node, "meta") else None
-    if not stack:
-        return None
-    path, cls = list(stack.values())[-1][:2]
-    cls_name = getattr(cls, "__name__", str(cls)).rsplit(".", 1)[-1].strip("'>")
-    if not isinstance(path, str) or not path or "[" in path or not _NORM_CLASS.search(cls_name):
-        return None
-    return path[len(strip_prefix):] if strip_prefix and path.startswith(strip_prefix) else path
-
-
 def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Tensor] | None = None, strip_prefix: str = "") -> None:
     """``lifted``: for a torch.export graph, the placeholders that are parameters, buffers or
     constants (by placeholder name); layers are then named after their weight's module."""
@@ -796,31 +784,9 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
     produced: dict[str, str] = {}  # fx node name -> layer name
     used: set[str] = set()
     aten = lifted is not None
-    norm_call: tuple[str, Layer] | None = None  # the normalization module call being collapsed
+    open_call: tuple[str, str] | None = None  # (module-call key, layer name) of a composite module
     for node in traced.graph.nodes:
         inputs = [n for n in node.all_input_nodes]
-        norm_path = _norm_module_path(node, strip_prefix) if aten and node.op == "call_function" else None
-        computed = inputs and not all(n.name in consts or n.name in shape_only for n in inputs)
-        starts_norm_op = _function_name(node.target) in _FUNCTION_NORMS if norm_path is not None else False
-        if norm_path is not None and computed and (norm_call is not None and norm_call[0] == norm_path or not starts_norm_op):
-            # A normalization written as elementwise ops (HF's RMSNorm: pow, mean, rsqrt, mul):
-            # one NORM layer for the whole module call, as the module is one layer to its user.
-            if norm_call is None or norm_call[0] != norm_path:
-                name = norm_path if norm_path not in graph.layers else f"{norm_path}#{node.name}"
-                norm_call = (norm_path, graph.add(Layer(name=name, kind=g.NORM, op="norm-module")))
-            layer = norm_call[1]
-            for producer in inputs:
-                if producer.name in produced and produced[producer.name] != layer.name and produced[producer.name] not in layer.inputs:
-                    layer.inputs.append(produced[producer.name])
-                elif producer.name in consts and consts[producer.name].ndim == 1 and consts[producer.name] not in layer.params.values():
-                    role = "weight" if "weight" not in layer.params else "bias"
-                    layer.params.setdefault(role, consts[producer.name])
-            graph.__dict__.pop("_consumers", None)
-            graph.__dict__.pop("depth", None)
-            produced[node.name] = layer.name
-            continue
-        if norm_path is None or not starts_norm_op:
-            norm_call = None
         if node.op == "placeholder":
             if aten and node.name in lifted:
                 consts[node.name] = lifted[node.name]
@@ -852,6 +818,21 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
         if node.op != "call_module" and (fname in _SHAPE_FUNCTIONS or (inputs and all(n.name in shape_only or n.name in consts for n in inputs) and not _has_tensor_const(inputs, consts))):
             shape_only.add(node.name)
             continue
+        composite = _composite_module(node, strip_prefix) if node.op != "call_module" else None
+        if composite is not None and open_call is not None and open_call[0] == composite[0]:
+            # Another op of the same module call (RMSNorm's rsqrt, gelu_new's tanh): it joins that one layer.
+            layer = graph.layers[open_call[1]]
+            for producer in inputs:
+                source = produced.get(producer.name)
+                if source is not None and source != layer.name and source not in layer.inputs:
+                    layer.inputs.append(source)
+                elif layer.kind == g.NORM and producer.name in consts:
+                    _add_norm_param(layer, consts[producer.name])
+            graph.__dict__.pop("_consumers", None)
+            graph.__dict__.pop("depth", None)
+            produced[node.name] = layer.name
+            continue
+        open_call = None
         if node.op == "call_module":
             name = node.target
             if name in used:
@@ -859,6 +840,19 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
             layer = Layer(name=name, kind=g.OTHER, op=type(modules[node.target]).__name__)
             classify_module(torch, layer, modules[node.target], node.target)
             _share_tensors(graph, layer)
+        elif composite is not None:
+            key, path, class_name, kind, activation = composite
+            name = path if path not in used and path not in graph.layers else f"{path}#{node.name}"
+            if kind == g.NORM:
+                layer = Layer(name=name, kind=g.OTHER, op=fname)
+                _classify_function(layer, fname, node, inputs, consts)  # aten layer_norm/batch_norm: params by role
+                layer.kind, layer.op = g.NORM, class_name
+                for producer in inputs:
+                    if producer.name in consts and not any(t is consts[producer.name] for t in layer.params.values()):
+                        _add_norm_param(layer, consts[producer.name])
+            else:
+                layer = Layer(name=name, kind=g.ACTIVATION, op=class_name, attrs={"activation": activation})
+            open_call = (key, name)
         else:
             layer = Layer(name=node.name, kind=g.OTHER, op=fname)
             _classify_function(layer, fname, node, inputs, consts)
@@ -881,8 +875,52 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
                 layer.const_inputs[len(layer.const_inputs) + 100] = Tensor(f"{node.name}.scalar", (), "float32", lambda value=value: value)
         graph.add(layer)
         produced[node.name] = layer.name
-        if norm_path is not None and starts_norm_op:
-            norm_call = (norm_path, layer)  # the rest of this module call (getitem, ...) joins it
+
+
+# Activation modules written as several elementwise ops (transformers' gelu_new is
+# 0.5x(1 + tanh(...)), quick_gelu x*sigmoid(1.702x)). Traced, they fall apart into mul/pow/tanh/add
+# nodes whose Add looks like a residual; each call is read as one activation, as its nn counterpart.
+_COMPOSITE_ACTIVATIONS = {
+    "NewGELUActivation": "gelu",
+    "GELUActivation": "gelu",
+    "FastGELUActivation": "gelu",
+    "QuickGELUActivation": "gelu",
+    "AccurateGELUActivation": "gelu",
+    "ClippedGELUActivation": "gelu",
+    "GELUTanh": "gelu",
+    "PytorchGELUTanh": "gelu",
+    "QuickGELU": "gelu",
+    "SiLUActivation": "silu",
+    "Swish": "silu",
+    "MishActivation": "mish",
+    "Mish": "mish",
+}
+
+
+def _composite_module(node, strip_prefix: str = "") -> tuple[str, str, str, str, str | None] | None:
+    """(module-call key, module path, class name, kind, activation) when ``node`` is an op inside
+    a module that is one layer to its user but traces as several ops: the activation modules
+    above, and normalization modules (HF's RMSNorm is pow, mean, rsqrt and mul)."""
+    stack = node.meta.get("nn_module_stack") if hasattr(node, "meta") else None
+    if not stack:
+        return None
+    key, value = list(stack.items())[-1]
+    path, cls = value if isinstance(value, tuple) and len(value) == 2 else (None, None)
+    class_name = getattr(cls, "__name__", None) or str(cls).rsplit(".", 1)[-1].strip("'>")
+    activation = _COMPOSITE_ACTIVATIONS.get(class_name)
+    kind = g.ACTIVATION if activation is not None else g.NORM if _NORM_CLASS.search(class_name) else None
+    if kind is None or not isinstance(path, str):
+        return None
+    if not path or "[" in path:  # strict-mode paths look like L['self'].act: name the layer after the node
+        path = node.name
+    path = path[len(strip_prefix):] if strip_prefix and path.startswith(strip_prefix) else path
+    return str(key), path, class_name, kind, activation
+
+
+def _add_norm_param(layer: Layer, tensor: Tensor) -> None:
+    """A hand-written norm's 1-D constants: its scale, then its shift."""
+    if tensor.ndim == 1:
+        layer.params.setdefault("weight" if "weight" not in layer.params else "bias", tensor)
 
 
 def _has_tensor_const(inputs, consts) -> bool:
@@ -913,6 +951,8 @@ def _classify_function(layer: Layer, fname: str, node, inputs, consts) -> None:
         slope = node.kwargs.get("negative_slope", node.args[1] if fname == "leaky_relu" and len(node.args) > 1 else None)
         if fname == "leaky_relu":
             layer.attrs["alpha"] = float(slope) if isinstance(slope, (int, float)) else 0.01
+        if fname == "hardtanh" and _hardtanh_bounds(node) == (0.0, 6.0):
+            layer.attrs["activation"] = "relu6"  # nn.ReLU6 reaches torch.export and TorchScript as hardtanh(x, 0, 6)
     elif fname in ("add", "iadd"):
         layer.kind = g.ADD if len(dynamic) >= 2 else g.PASSTHROUGH
     elif fname in ("mul", "imul"):
@@ -959,6 +999,16 @@ def _classify_function(layer: Layer, fname: str, node, inputs, consts) -> None:
         layer.kind, layer.params["weight"], layer.fan_in, layer.fan_out = g.EMBEDDING, weight, 1, weight.shape[-1]
     else:
         layer.kind = g.OTHER
+
+
+def _hardtanh_bounds(node) -> tuple[float, float] | None:
+    """(min_val, max_val) of a hardtanh call: positional (x, min_val, max_val) or keywords."""
+    args = list(node.args)
+    low = node.kwargs.get("min_val", args[1] if len(args) > 1 else -1.0)
+    high = node.kwargs.get("max_val", args[2] if len(args) > 2 else 1.0)
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        return None
+    return float(low), float(high)
 
 
 def _classify_conv(layer: Layer, fname: str, node, inputs, consts) -> None:
