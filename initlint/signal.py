@@ -299,7 +299,8 @@ def _folded_batchnorm(graph: g.ModelGraph) -> set[str]:
     for layer in graph.layers.values():
         if layer.kind != g.CONV or layer.weight is None:
             continue
-        constant_folded = layer.weight.name.startswith("onnx::") and layer.bias is not None
+        exporter_name = layer.attrs.get("exporter_weight_name", layer.weight.name)
+        constant_folded = exporter_name.startswith("onnx::") and layer.bias is not None
         if constant_folded or (layer.bias is None and not has_batchnorm):
             folded.add(layer.name)
     return folded

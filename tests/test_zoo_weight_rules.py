@@ -225,10 +225,9 @@ def test_peft_lora_with_b_zero_is_clean_and_both_zero_is_fatal():
     assert _at(findings, "IL101", A) == Severity.ERROR
 
 
-# --- ONNX loader: found by the audit, fixed in onnx_loader.py at merge time -------------------
+# --- ONNX loader: names the exporters made up are traced back to the module -----------------
 
 
-@pytest.mark.xfail(reason="ONNX loader keeps the exporter's onnx::Conv_N name for a conv with BatchNorm folded into it", strict=True)
 def test_folded_batchnorm_conv_in_eval_export_is_named_after_its_module(tmp_path):
     import onnx
 
@@ -265,7 +264,6 @@ def test_zero_vectors_stored_with_broadcast_dims_are_not_matrices_in_a_state_dic
     assert [(f.code, f.location, str(f.severity)) for f in findings] == [("IL101", "lora_B.weight", "info")]
 
 
-@pytest.mark.xfail(reason="ONNX loader keeps the dynamo exporter's val_N name for a transposed Linear weight (3-D input: MatMul + Add)", strict=True)
 def test_dynamo_export_transposed_linear_weight_is_named_after_its_module():
     """What torch.onnx.export(dynamo=True) writes for nn.Linear on a [batch, seq, features] input:
     the weight transposed to [in, out] as initializer val_N, MatMul then Add of the bias, and the

@@ -6,8 +6,10 @@ memory-mapped, only from files inside the model's own directory.
 
 from __future__ import annotations
 
+import ast
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +149,57 @@ def _external_path(model_path: Path, location: str) -> Path:
     if not is_file:
         raise InitlintError(target, f"external data file {location!r} is missing or not a regular file")
     return resolved
+
+
+# Initializer names an exporter made up: the TorchScript exporter's constant-folded weights
+# (onnx::Conv_12, onnx::MatMul_7) and the dynamo exporter's transposed weights (val_245).
+_GENERATED_NAME = re.compile(r"^(onnx::.*|val_\d+)$")
+
+
+def _module_scope(node) -> str | None:
+    """The torch module a node was exported from: the dynamo exporter's name scopes
+    (['', 'encoder', 'encoder.layer.0', ..., 'linear']), or the TorchScript exporter's node
+    name ('/layer2/layer2.0/conv1/Conv'); the last element is the op itself."""
+    segments = None
+    for prop in node.metadata_props:
+        if _text(prop.key) == "pkg.torch.onnx.name_scopes":
+            try:
+                scopes = ast.literal_eval(_text(prop.value))
+            except (ValueError, SyntaxError, MemoryError, RecursionError):
+                scopes = None
+            if isinstance(scopes, list) and all(isinstance(x, str) for x in scopes):
+                segments = scopes[:-1]
+    name = _text(node.name)
+    if segments is None and name.startswith("/"):
+        segments = name.split("/")[1:-1]
+    path = ""
+    for segment in segments or ():
+        if not segment:
+            continue
+        path = segment if path and segment.startswith(path + ".") or not path else f"{path}.{segment}"
+    return path or None
+
+
+def _name_generated_weights(graph: ModelGraph) -> None:
+    """Give weights the exporter named (onnx::Conv_12, val_245) their module's parameter name,
+    so findings point at `layer2.0.conv1.weight` as they do for the torch model."""
+    renamed = False
+    for layer in graph.layers.values():
+        scope = layer.attrs.get("module_scope")
+        if not scope:
+            continue
+        for role in ("weight", "bias"):
+            tensor = layer.params.get(role)
+            if tensor is None or not _GENERATED_NAME.match(tensor.name):
+                continue
+            wanted = f"{scope}.{role}"
+            if wanted in graph.tensors or any(t.name == wanted for t in graph.tensors.values()):
+                continue  # the real parameter is in the file: keep both names apart
+            layer.attrs[f"exporter_{role}_name"] = tensor.name
+            tensor.name = wanted
+            renamed = True
+    if renamed:
+        graph.tensors = {tensor.name: tensor for tensor in graph.tensors.values()}
 
 
 def _text(value) -> str:
@@ -408,6 +461,10 @@ def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None
         used_names.add(name)
         layer = Layer(name=name, kind=g.OTHER, op=op, attrs={})
         _classify(layer, node, attrs, inputs, consts, graph)
+        if layer.is_weighted:
+            scope = _module_scope(node)
+            if scope:
+                layer.attrs["module_scope"] = scope
 
         data_positions = range(len(inputs)) if op not in DATA_INPUT_ONLY_FIRST else range(min(1, len(inputs)))
         for position in data_positions:
@@ -427,6 +484,7 @@ def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None
         if out_name in producer and f"output:{out_name}" not in graph.layers:
             graph.add(Layer(name=f"output:{out_name}", kind=g.OUTPUT, op="output", inputs=[producer[out_name]]))
     _attach_bias_adds(graph)
+    _name_generated_weights(graph)
     fold_decomposed_ops(graph)  # SiLU/GELU/Mish/RMSNorm written as elementwise subgraphs
     if any(_text(node.op_type) in ("If", "Loop", "Scan") for node in onnx_graph.node):
         graph.notes.append("control-flow subgraphs (If/Loop/Scan) are not inspected")
