@@ -39,3 +39,18 @@ def test_probe_runs_on_a_graph_from_the_export_fallback(tmp_path):
     assert any("torch.export" in note for note in result.notes), result.notes
     assert result.probe is not None and result.probe["status"] == "ok", result.notes
     assert len(result.probe["layers"]) == 4
+
+
+def test_probe_runs_a_pt2_archive_on_the_shapes_it_was_exported_with(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "fixtures"))
+    import models
+
+    model = models.broken_mlp()
+    torch.export.save(torch.export.export(model, (model.example_input,)), str(tmp_path / "broken.pt2"))
+    result = lint_target(str(tmp_path / "broken.pt2"), LintOptions(probe="auto"))
+    assert result.error is None and result.probe is not None and result.probe["status"] == "ok", result.notes
+    zero = next(f for f in result.findings if f.code == "IL101")
+    assert zero.location == "2.weight" and zero.probe["verdict"] == "confirmed"

@@ -95,7 +95,12 @@ def load_pt2(target: str, options) -> ModelGraph:
             program = torch.export.load(target)
     except Exception as exc:
         raise InitlintError(target, f"not a loadable torch.export archive ({type(exc).__name__}: {_short(exc)})") from None
-    return graph_from_exported(program, target, "pt2")
+    graph = graph_from_exported(program, target, "pt2")
+    try:
+        graph.metadata["module"] = program.module()  # runnable: the probe runs a copy
+    except Exception as exc:
+        graph.notes.append(f"the exported program cannot be run here ({type(exc).__name__}); the probe will not run")
+    return graph
 
 
 def load_torch_file(target: str, options) -> ModelGraph:

@@ -276,7 +276,9 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
     watched = _watch_list(graph, runnable)
     if not watched:
         raise RuntimeError("no weighted layer of the model could be watched")
-    by_user_name = {user: runnable.module.get_parameter(inner) for inner, user in runnable.param_names.items()}
+    # named_parameters, not get_parameter: a TorchScript module has no get_parameter.
+    params = dict(runnable.module.named_parameters())
+    by_user_name = {user: params[inner] for inner, user in runnable.param_names.items()}
     seeds = [seed + i for i in range(SEEDS_PER_PROBE)]
     per_seed, zero_grads, losses, loss_name = [], None, [], ""
     with torch.no_grad():
@@ -387,7 +389,7 @@ def _still_frozen(torch, runnable: Runnable, candidates: list[str], seed: int, b
         standard_loss(module(*args, **kwargs), seed)[0].backward()
         still = []
         for user in frozen:
-            grad = module.get_parameter(inner_of[user]).grad
+            grad = dict(module.named_parameters())[inner_of[user]].grad
             if grad is not None and not bool(torch.count_nonzero(grad)):
                 still.append(user)
         frozen = still

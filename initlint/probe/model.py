@@ -130,6 +130,10 @@ def _torch_inputs(torch, graph, module, example, input_shapes, input_dtype):
             dtype = input_dtype or ("int64" if _first_weighted_kind(graph) == g.EMBEDDING else "float32")
             specs.append((tuple(shape), dtype, vocab))
             kw_names.append(name or None)
+    elif graph.inputs and all(dims and all(dims) for dims, _ in graph.inputs.values()):
+        # A .pt2 archive records the shapes it was exported with: positional, in order.
+        specs = [(tuple(dims), input_dtype or dtype, vocab) for dims, dtype in graph.inputs.values()]
+        kw_names = [None] * len(specs)
     else:
         shape, dtype = _shape_from_first_layer(graph, module)
         specs, kw_names = [(shape, input_dtype or dtype, vocab)], [None]
