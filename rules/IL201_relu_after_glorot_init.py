@@ -7,6 +7,7 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fingerprint import fingerprint
 from initlint.signal import activation_gains, plain_chains, weight_variance
+from initlint.testing import plain_mlp
 
 
 class ReluAfterGlorotInit(Rule):
@@ -129,18 +130,7 @@ def _fix(activation: g.Layer) -> str:
 
 
 def _relu_mlp(depth: int, init, width: int = 64, activation=None):
-    import torch.nn as nn
-
-    activation = activation or nn.ReLU
-    layers = [nn.Linear(16, width), activation()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(width, width), activation()]
-    layers.append(nn.Linear(width, 4))
-    model = nn.Sequential(*layers)
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            init(layer.weight)
-    return model
+    return plain_mlp(depth, activation or "ReLU", init, width)
 
 
 def deep_relu_mlp_glorot():

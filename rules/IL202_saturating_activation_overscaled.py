@@ -7,6 +7,7 @@ import math
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import activation_gains, feeding_layer, signal_of, weight_variance
+from initlint.testing import plain_mlp
 
 # |z| beyond which each activation is saturated (DESIGN.md §6, §8): its derivative is below
 # about 0.07 (tanh at 2, sigmoid at 4) or exactly 0 (the hard variants).
@@ -106,17 +107,7 @@ class SaturatingActivationOverscaled(Rule):
 
 
 def _mlp(depth: int, activation, init, width: int = 64):
-    import torch.nn as nn
-
-    layers = [nn.Linear(16, width), activation()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(width, width), activation()]
-    layers.append(nn.Linear(width, 4))
-    model = nn.Sequential(*layers)
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            init(layer.weight)
-    return model
+    return plain_mlp(depth, activation, init, width)
 
 
 def tanh_mlp_standard_normal():

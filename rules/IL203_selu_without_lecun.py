@@ -8,6 +8,7 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fingerprint import NORMAL, fingerprint, scale_tolerance
 from initlint.signal import feeding_layer, weight_variance
+from initlint.testing import plain_mlp
 
 
 class SeluWithoutLecun(Rule):
@@ -84,17 +85,7 @@ class SeluWithoutLecun(Rule):
 
 
 def _selu_mlp(init, depth: int = 6, width: int = 64):
-    import torch.nn as nn
-
-    layers = [nn.Linear(16, width), nn.SELU()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(width, width), nn.SELU()]
-    layers.append(nn.Linear(width, 4))
-    model = nn.Sequential(*layers)
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            init(layer.weight)
-    return model
+    return plain_mlp(depth, "SELU", init, width)
 
 
 def selu_mlp_he_init():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import first_crossings
+from initlint.testing import plain_mlp
 
 
 class VanishingSignal(Rule):
@@ -73,18 +74,7 @@ class VanishingSignal(Rule):
 
 
 def _mlp(depth: int, init=None, width: int = 64):
-    import torch.nn as nn
-
-    layers = [nn.Linear(16, width), nn.ReLU()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(width, width), nn.ReLU()]
-    layers.append(nn.Linear(width, 4))
-    model = nn.Sequential(*layers)
-    if init is not None:
-        for layer in model:
-            if isinstance(layer, nn.Linear):
-                init(layer.weight)
-    return model
+    return plain_mlp(depth, "ReLU", init, width)
 
 
 def relu_mlp_30_pytorch_default():

@@ -6,6 +6,7 @@ import math
 
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import activation_gains, plain_chains, signal_of, weight_variance
+from initlint.testing import plain_mlp
 
 STACKING = frozenset({"sigmoid", "tanh", "hardsigmoid", "hardtanh"})
 
@@ -93,17 +94,7 @@ class DeepSaturatingStack(Rule):
 
 
 def _stack(depth: int, activation, init=None, width: int = 64):
-    import torch.nn as nn
-
-    layers = [nn.Linear(16, width), activation()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(width, width), activation()]
-    layers.append(nn.Linear(width, 4))
-    model = nn.Sequential(*layers)
-    for layer in model:
-        if isinstance(layer, nn.Linear) and init is not None:
-            init(layer.weight)
-    return model
+    return plain_mlp(depth, activation, init, width)
 
 
 def sigmoid_mlp_15_layers():

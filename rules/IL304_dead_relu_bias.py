@@ -9,6 +9,7 @@ import numpy as np
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import feeding_layer, reliable, signal_of, weight_variance
+from initlint.testing import plain_mlp
 
 
 class DeadReluBias(Rule):
@@ -114,17 +115,7 @@ class DeadReluBias(Rule):
 def _relu_mlp(bias: float | None, depth: int = 4, width: int = 64):
     import torch.nn as nn
 
-    layers = [nn.Linear(16, width), nn.ReLU()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(width, width), nn.ReLU()]
-    layers.append(nn.Linear(width, 4))
-    model = nn.Sequential(*layers)
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            if bias is not None and layer is not model[-1]:
-                nn.init.constant_(layer.bias, bias)
-    return model
+    return plain_mlp(depth, "ReLU", lambda w: nn.init.kaiming_normal_(w, nonlinearity="relu"), width, bias=bias)
 
 
 def relu_mlp_bias_minus_5():
