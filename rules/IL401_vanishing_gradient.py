@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
-from initlint.probe import measurement_of
+from initlint.probe import gradient_flow, measurement_of
 
 
 class VanishingGradient(Rule):
@@ -73,16 +73,14 @@ class VanishingGradient(Rule):
         probe = measurement_of(graph)
         if probe is None:
             return
-        gradient, forward = probe.get("gradient_ratio"), probe.get("forward_ratio")
-        first, last = probe.get("first_layer"), probe.get("last_layer")
-        grad_first, grad_last = probe.get("gradient_first_layer") or first, probe.get("gradient_last_layer") or last
-        location = _weight_name(probe, first)
-        evidence = {"gradient_ratio": gradient, "forward_ratio": forward, "first_layer": first, "last_layer": last}
+        flow = gradient_flow(probe)
+        gradient, forward, first, last = flow.gradient, flow.forward, flow.first, flow.last
+        location, evidence = flow.location, flow.evidence
         if gradient is not None and gradient < self.settings["gradient_ratio_below"]:
             yield self.finding(
                 location,
-                f"the loss gradient at the input of {grad_first} is {gradient:.2g} of that at {grad_last} (below {self.settings['gradient_ratio_below']:g}); "
-                f"forward signal ratio {_fmt(forward)} (median of {len(probe['seeds'])} seeded probe batches)",
+                f"the loss gradient at the input of {flow.gradient_first} is {gradient:.2g} of that at {flow.gradient_last} (below {self.settings['gradient_ratio_below']:g}); "
+                f"forward signal ratio {_fmt(forward)} (median of {flow.seeds} seeded probe batches)",
                 evidence=evidence,
                 fix=_FIX,
             )
@@ -113,11 +111,6 @@ class VanishingGradient(Rule):
 
 
 _FIX = "use the init made for the activation (nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU), or add normalization / residual connections"
-
-
-def _weight_name(probe: dict, layer: str | None) -> str:
-    row = next((r for r in probe.get("layers", []) if r["layer"] == layer), None)
-    return (row.get("weight") if row else None) or layer or "model"
 
 
 def _fmt(value) -> str:

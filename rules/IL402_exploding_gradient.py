@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
-from initlint.probe import measurement_of
+from initlint.probe import gradient_flow, measurement_of
 
 
 class ExplodingGradient(Rule):
@@ -66,17 +66,14 @@ class ExplodingGradient(Rule):
         probe = measurement_of(graph)
         if probe is None:
             return
-        gradient, forward = probe.get("gradient_ratio"), probe.get("forward_ratio")
-        first, last = probe.get("first_layer"), probe.get("last_layer")
-        grad_first, grad_last = probe.get("gradient_first_layer") or first, probe.get("gradient_last_layer") or last
-        row = next((r for r in probe.get("layers", []) if r["layer"] == first), None)
-        location = (row.get("weight") if row else None) or first or "model"
-        evidence = {"gradient_ratio": gradient, "forward_ratio": forward, "first_layer": first, "last_layer": last}
+        flow = gradient_flow(probe)
+        gradient, forward, first, last = flow.gradient, flow.forward, flow.first, flow.last
+        location, evidence = flow.location, flow.evidence
         if gradient is not None and gradient > self.settings["gradient_ratio_above"]:
             yield self.finding(
                 location,
-                f"the loss gradient at the input of {grad_first} is {gradient:.3g}× that at {grad_last} (above {self.settings['gradient_ratio_above']:g}); "
-                f"forward signal ratio {'n/a' if forward is None else f'{forward:.3g}'} (median of {len(probe['seeds'])} seeded probe batches)",
+                f"the loss gradient at the input of {flow.gradient_first} is {gradient:.3g}× that at {flow.gradient_last} (above {self.settings['gradient_ratio_above']:g}); "
+                f"forward signal ratio {'n/a' if forward is None else f'{forward:.3g}'} (median of {flow.seeds} seeded probe batches)",
                 evidence=evidence,
                 fix=_FIX,
             )

@@ -191,3 +191,36 @@ def measurement_of(graph: ModelGraph) -> dict | None:
     """The probe's measurement for probe-stage rules; None when the probe did not run to the end."""
     probe = graph.metadata.get("probe")
     return probe if probe and probe.get("status") == "ok" else None
+
+
+@dataclass
+class GradientFlow:
+    """The whole-model numbers the gradient-flow rules (IL401, IL402) judge, read off a measurement."""
+
+    gradient: float | None  # input-gradient norm at the first weighted layer over that at the last
+    forward: float | None  # forward variance at the last weighted layer over that at the first
+    first: str | None
+    last: str | None
+    gradient_first: str | None  # the layers the gradient ratio was taken between
+    gradient_last: str | None
+    location: str  # the first layer's weight: where a finding is reported
+    seeds: int
+
+    @property
+    def evidence(self) -> dict:
+        return {"gradient_ratio": self.gradient, "forward_ratio": self.forward, "first_layer": self.first, "last_layer": self.last}
+
+
+def gradient_flow(probe: dict) -> GradientFlow:
+    first, last = probe.get("first_layer"), probe.get("last_layer")
+    row = next((r for r in probe.get("layers", []) if r["layer"] == first), None)
+    return GradientFlow(
+        gradient=probe.get("gradient_ratio"),
+        forward=probe.get("forward_ratio"),
+        first=first,
+        last=last,
+        gradient_first=probe.get("gradient_first_layer") or first,
+        gradient_last=probe.get("gradient_last_layer") or last,
+        location=(row.get("weight") if row else None) or first or "model",
+        seeds=len(probe.get("seeds", [])),
+    )
