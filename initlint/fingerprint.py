@@ -88,7 +88,7 @@ def schemes_for(fan_in: int, fan_out: int, rows: int, cols: int) -> list[Scheme]
             Scheme(f"he_{suffix}_fan_in", family, 2.0 / fan_in, f"nn.init.{kaiming}(w, nonlinearity='relu')"),
             Scheme(f"he_{suffix}_fan_out", family, 2.0 / fan_out, f"nn.init.{kaiming}(w, mode='fan_out', nonlinearity='relu')"),
             Scheme(f"lecun_{suffix}", family, 1.0 / fan_in, f"nn.init.{kaiming}(w, nonlinearity='linear')"),
-            Scheme(f"normal_0.02" if family == NORMAL else f"{suffix}_0.02", family, 4e-4, f"nn.init.{fn}(w, std=0.02)"),
+            Scheme("normal_0.02" if family == NORMAL else f"{suffix}_0.02", family, 4e-4, f"nn.init.{fn}(w, std=0.02)"),
         ]
     out += [
         Scheme("pytorch_default", UNIFORM, 1.0 / (3.0 * fan_in), "nn.init.kaiming_uniform_(w, a=math.sqrt(5)) (PyTorch's default)"),

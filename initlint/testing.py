@@ -42,8 +42,6 @@ def export_onnx(model, example_input, path: str | Path | None = None) -> bytes:
 
 def graph_of(model, form: str, example_input=None, tmp_path: Path | None = None) -> ModelGraph:
     """The ModelGraph of a live module (``form="torch"``) or of its ONNX export (``"onnx"``)."""
-    import torch
-
     if form == "torch":
         from .loaders.torch_loader import graph_from_module
 

@@ -188,7 +188,6 @@ def constant_convs_through_batchnorm():
 
 def constant_conv_before_random_batchnorm_scale():
     import torch
-    import torch.nn as nn
 
     model = constant_convs_through_batchnorm()
     with torch.no_grad():

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from ..engine import Severity, registry, run_rules
+from ..engine import Severity, run_rules
 from ..graph import ModelGraph
 
 MODES = ("auto", "always", "never")
