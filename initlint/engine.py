@@ -195,7 +195,9 @@ def registry() -> Registry:
     if _REGISTRY is not None:
         return _REGISTRY
     reg = Registry()
-    from . import rules as builtin
+    # Imported by name: rules/ installs as initlint.rules (a static import here would also make
+    # the engine look like it depends on everything the package's __init__ pulls in).
+    builtin = importlib.import_module(f"{__package__}.rules")
 
     for info in sorted(pkgutil.iter_modules(builtin.__path__), key=lambda m: m.name):
         module_name = f"{builtin.__name__}.{info.name}"

@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .loaders import LoadOptions
-from .probe import ProbeOptions
+
+
+MODES = ("auto", "always", "never")
+
+
+@dataclass
+class ProbeOptions:
+    seed: int = 0
+    timeout_s: float = 60.0
+    train_steps: int = 0
+    plot: str | None = None  # a .png or .svg path for the per-layer signal plot
+    device: str = "cpu"
 
 
 @dataclass

@@ -8,7 +8,7 @@ from initlint import activations
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.testing import (  # shared with IL404's examples
+from initlint.example_models import (  # shared with IL404's examples
     lora_b_zero_a_random,
     lora_with_a_and_b_zero,
     rezero_gate,

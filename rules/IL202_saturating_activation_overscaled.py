@@ -8,7 +8,7 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.signal import activation_gains, feeding_layer, weight_variance
-from initlint.testing import plain_mlp
+from initlint.example_models import plain_mlp
 
 # |z| beyond which each activation is saturated (DESIGN.md §6, §8): its derivative is below
 # about 0.07 (tanh at 2, sigmoid at 4) or exactly 0 (the hard variants).

@@ -10,7 +10,7 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.signal import feeding_layer, reliable, weight_variance
-from initlint.testing import plain_mlp
+from initlint.example_models import plain_mlp
 
 
 class DeadReluBias(Rule):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
 from initlint.measurement import UNFREEZE_STEPS
-from initlint.testing import (
+from initlint.example_models import (
     lora_b_zero_a_random,
     lora_with_a_and_b_zero,
     rezero_gate,

@@ -14,22 +14,13 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 
 from ..graph import ModelGraph
 from ..measurement import ProbeMeasurement
+from ..options import MODES, ProbeOptions
 from ..prediction import Prediction
 
-MODES = ("auto", "always", "never")
-
-
-@dataclass
-class ProbeOptions:
-    seed: int = 0
-    timeout_s: float = 60.0
-    train_steps: int = 0
-    plot: str | None = None  # a .png or .svg path for the per-layer signal plot
-    device: str = "cpu"
+__all__ = ["MODES", "ProbeOptions", "run_probe"]
 
 
 def run_probe(
