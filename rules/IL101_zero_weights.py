@@ -92,7 +92,12 @@ class ZeroWeights(Rule):
                 continue
             severity = Severity.ERROR if outcome == FATAL else Severity.WARNING
             # A fatal zero pattern predicts a permanently zero gradient, which the probe checks.
-            prediction = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if outcome == FATAL else None
+            # A lone zero layer is predicted to recover: its gradient is not stuck at zero.
+            prediction = (
+                Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if outcome == FATAL
+                else Prediction(Quantity.FROZEN_PARAMETERS, Claim.BELOW, 0.5, parameters=(weight.name,), predicted=0.0) if why == _LONE
+                else None
+            )
             yield self.finding(weight.name, f"all {weight.size:,} values are 0.0: {why}", severity, evidence={**evidence, "case": why}, fix=_FIX, prediction=prediction)
         for name, tensor in graph.tensors.items():
             if name in claimed or tensor.ndim < 2 or tensor.stats.count == 0 or not tensor.stats.all_zero:
