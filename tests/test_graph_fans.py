@@ -11,7 +11,7 @@ import onnx.numpy_helper as onh
 import pytest
 
 from initlint import graph as g
-from initlint.loaders.onnx_loader import build_graph
+from initlint.loaders.onnx import build_graph
 
 
 def onnx_graph(nodes, inputs, outputs, initializers):
@@ -131,7 +131,7 @@ torch = pytest.importorskip("torch")
 def test_torch_fans_per_module_kind():
     from torch import nn
 
-    from initlint.loaders.torch_loader import graph_from_module
+    from initlint.loaders.torch import graph_from_module
 
     class Net(nn.Module):
         def __init__(self):

@@ -103,7 +103,7 @@ def test_eval_mode_export_with_batchnorm_folded_has_no_error(name, tmp_path):
 
     import onnx
 
-    from initlint.loaders.onnx_loader import build_graph
+    from initlint.loaders.onnx import build_graph
 
     torch.manual_seed(0)
     model = getattr(models, name)().eval()

@@ -185,7 +185,7 @@ class _RMSNorm(nn.Module):  # LLaMA's RMSNorm, as HF writes it
 def _onnx_graph(model, example, opset):
     import onnx
 
-    from initlint.loaders.onnx_loader import build_graph
+    from initlint.loaders.onnx import build_graph
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():
