@@ -18,8 +18,8 @@ from initlint.engine import Finding, Severity, registry
 from initlint.formats import render_github
 from initlint.runner import TargetResult
 
-# CI keeps shared/ beside the clone: <repo>/../shared/schemas.
-SCHEMA = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "sarif-schema-2.1.0.json"
+# The official SARIF 2.1.0 schema, vendored unmodified (see tests/schemas/README.md).
+SCHEMA = Path(__file__).resolve().parent / "schemas" / "sarif-schema-2.1.0.json"
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Fans and structure per op, in both loaders (DESIGN.md §2 "get them right or every rule lies")."""
+"""Fans and structure per op, in both loaders (docs/science.md §2 "get them right or every rule lies")."""
 
 from __future__ import annotations
 

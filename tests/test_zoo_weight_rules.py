@@ -302,7 +302,7 @@ def test_dynamo_export_transposed_linear_weight_is_named_after_its_module():
 
 def test_two_zero_layers_around_gelu_decomposed_by_opset_17_export_are_fatal(tmp_path):
     """BERT's intermediate -> GELU -> output with both zero: gelu(0) = 0 feeds a zero layer, fatal
-    (DESIGN.md §5). The torch form says error; the opset-17 export stopped at Erf and said warning."""
+    (docs/science.md §5). The torch form says error; the opset-17 export stopped at Erf and said warning."""
     import onnx
 
     from initlint.loaders.onnx import build_graph
