@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from ... import graph as g
@@ -135,16 +133,12 @@ def _classify(layer: Layer, node, attrs: dict, inputs: list[str], consts: _Const
         groups = max(_int_attr(attrs, "group", 1), 1)
         layer.attrs["groups"] = groups
         if w is not None and w.ndim >= 3:
-            receptive = math.prod(w.shape[2:])
             layer.params["weight"] = w
             if op == "Conv":
                 layer.kind = g.CONV
-                layer.fan_in = w.shape[1] * receptive
-                layer.fan_out = (w.shape[0] // groups) * receptive
-            else:  # [C_in, C_out/groups, k...]: the roles swap
+            else:  # [C_in, C_out/groups, k...]
                 layer.kind, layer.unit_axis = g.CONV_TRANSPOSE, 1
-                layer.fan_in = (w.shape[0] // groups) * receptive
-                layer.fan_out = w.shape[1] * receptive
+            layer.fan_in, layer.fan_out = g.conv_fans(w.shape, groups, transposed=op == "ConvTranspose")
             b = weight_at(2)
             if b is not None:
                 layer.params["bias"] = b

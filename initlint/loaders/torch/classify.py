@@ -4,17 +4,10 @@ from __future__ import annotations
 
 import operator
 
-import numpy as np
-
 from ... import graph as g
 from ...graph import Layer
 from .op_tables import _FUNCTION_ACTIVATIONS, _FUNCTION_CONVS, _FUNCTION_NORMS, _FUNCTION_PASSTHROUGH, _FUNCTION_POOLS, _NORM_CLASS, _module_classes
 from .tensors import tensor_of
-
-
-def _fans(weight_shape: tuple[int, ...], groups: int = 1) -> tuple[int, int]:
-    receptive = int(np.prod(weight_shape[2:])) if len(weight_shape) > 2 else 1
-    return weight_shape[1] * receptive, (weight_shape[0] // max(groups, 1)) * receptive
 
 
 def classify_module(torch, layer: Layer, module, prefix: str) -> None:
@@ -30,13 +23,11 @@ def classify_module(torch, layer: Layer, module, prefix: str) -> None:
     elif issubclass(cls, (nn.Conv1d, nn.Conv2d, nn.Conv3d)):
         layer.kind = g.CONV
         layer.attrs["groups"] = getattr(module, "groups", 1)
-        layer.fan_in, layer.fan_out = _fans(tuple(module.weight.shape), layer.attrs["groups"])
+        layer.fan_in, layer.fan_out = g.conv_fans(tuple(module.weight.shape), layer.attrs["groups"])
     elif issubclass(cls, (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
         layer.kind, layer.unit_axis = g.CONV_TRANSPOSE, 1
         groups = layer.attrs["groups"] = getattr(module, "groups", 1)
-        shape = tuple(module.weight.shape)
-        receptive = int(np.prod(shape[2:]))
-        layer.fan_in, layer.fan_out = (shape[0] // groups) * receptive, shape[1] * receptive
+        layer.fan_in, layer.fan_out = g.conv_fans(tuple(module.weight.shape), groups, transposed=True)
     elif issubclass(cls, (nn.Embedding, nn.EmbeddingBag)):
         layer.kind, layer.fan_in, layer.fan_out = g.EMBEDDING, 1, module.weight.shape[1]
     elif issubclass(cls, (nn.LSTM, nn.GRU, nn.RNN)):
@@ -82,7 +73,7 @@ def classify_module(torch, layer: Layer, module, prefix: str) -> None:
             # A custom leaf with one matrix: fans by torch's convention.
             layer.kind = g.LINEAR if weights[0].ndim == 2 else g.CONV
             layer.params["weight"] = weights[0]
-            layer.fan_in, layer.fan_out = _fans(weights[0].shape)
+            layer.fan_in, layer.fan_out = g.conv_fans(weights[0].shape)
 
 
 def _module_class(torch, module) -> tuple[type, str]:
@@ -193,11 +184,8 @@ def _classify_conv(layer: Layer, fname: str, node, inputs, consts) -> None:
     if len(inputs) >= 3 and inputs[2].name in consts:
         layer.params["bias"] = consts[inputs[2].name]
     layer.attrs["groups"] = groups
-    shape = weight.shape
     if transposed:
-        receptive = int(np.prod(shape[2:]))
         layer.kind, layer.unit_axis = g.CONV_TRANSPOSE, 1
-        layer.fan_in, layer.fan_out = (shape[0] // groups) * receptive, shape[1] * receptive
     else:
         layer.kind = g.CONV
-        layer.fan_in, layer.fan_out = _fans(shape, groups)
+    layer.fan_in, layer.fan_out = g.conv_fans(weight.shape, groups, transposed=transposed)
