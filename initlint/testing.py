@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from .engine import Example, Finding, Rule, registry, run_rules
+from .examples import plain_mlp  # noqa: F401  (re-exported: tests build the same stacks)
 from .graph import ModelGraph
 
 
@@ -77,24 +78,3 @@ def all_examples():
             yield rule, "must_flag", example
         for example in rule.must_not_flag:
             yield rule, "must_not_flag", example
-
-
-def plain_mlp(depth: int, activation="ReLU", init=None, width: int = 64, bias: float | None = None):
-    """The plain stack most rule examples use: Linear(16, width), activation, then depth - 2 hidden
-    Linear + activation, then Linear(width, 4). ``init`` is applied to every weight in order;
-    ``bias`` fills every bias but the head's. ``activation`` is an nn class or its name."""
-    import torch.nn as nn
-
-    act = getattr(nn, activation) if isinstance(activation, str) else activation
-    layers = [nn.Linear(16, width), act()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(width, width), act()]
-    layers.append(nn.Linear(width, 4))
-    model = nn.Sequential(*layers)
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            if init is not None:
-                init(layer.weight)
-            if bias is not None and layer is not model[-1]:
-                nn.init.constant_(layer.bias, bias)
-    return model

@@ -7,7 +7,7 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fingerprint import fingerprint
 from initlint.signal import activation_gains, plain_chains, weight_variance
-from initlint.testing import plain_mlp
+from initlint.examples import plain_mlp
 
 
 class ReluAfterGlorotInit(Rule):

@@ -7,7 +7,7 @@ import math
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import activation_gains, feeding_layer, signal_of, weight_variance
-from initlint.testing import plain_mlp
+from initlint.examples import plain_mlp
 
 # |z| beyond which each activation is saturated (docs/science.md §6, §8): its derivative is below
 # about 0.07 (tanh at 2, sigmoid at 4) or exactly 0 (the hard variants).

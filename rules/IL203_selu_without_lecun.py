@@ -8,7 +8,7 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fingerprint import NORMAL, fingerprint, scale_tolerance
 from initlint.signal import feeding_layer, weight_variance
-from initlint.testing import plain_mlp
+from initlint.examples import plain_mlp
 
 
 class SeluWithoutLecun(Rule):
