@@ -427,3 +427,26 @@ def test_torchscript_branch_on_data_falls_back_to_module_order(tmp_path):
     graph = load(str(path))
     assert [layer.name for layer in graph.layers.values()] == ["fc1", "fc2", "output"]
     assert any("control flow hides" in note and "fc2.weight" in note for note in graph.notes), graph.notes
+
+
+class _DataDependentWidth(torch.nn.Module):
+    """Neither torch.fx (int() of a Proxy) nor torch.export (a data-dependent size) can trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 16)
+        self.head = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        width = int((h > 0).sum()) % 16 + 1
+        return self.head(h[:, :width].sum(-1, keepdim=True).expand(-1, 16))
+
+
+def test_failed_export_fallback_prints_nothing_on_stderr(capsys):
+    """torch.export prints the partial graph it traced to stderr when it fails (over 100 KB for
+    a transformer); initlint reports the failure in one note instead."""
+    graph = graph_from_module(_DataDependentWidth(), "live", example_input=torch.randn(4, 16))
+    assert any("torch.export with the example input" in note and "failed too" in note for note in graph.notes), graph.notes
+    assert graph.metadata.get("structure") == "module-order"
+    assert capsys.readouterr().err == ""

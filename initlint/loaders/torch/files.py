@@ -11,7 +11,7 @@ from ..archive import check_zip, is_zip, strip_root
 from .export_graph import graph_from_exported
 from .module_graph import graph_from_module
 from .pickle_refusal import PICKLE_HINT, _refuse_pt2_code, _unsupported_global
-from .quiet import _quiet_torch_logs, _short
+from .quiet import _quiet_torch, _short
 from .state_dict import _graph_from_state_dict
 from .torchscript import _load_torchscript
 
@@ -24,7 +24,7 @@ def load_pt2(target: str, options) -> ModelGraph:
     if not getattr(options, "trust_pickle", False):
         _refuse_pt2_code(torch, target, names)
     try:
-        with _quiet_torch_logs(), warnings.catch_warnings():
+        with _quiet_torch(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.export.load(target)
     except Exception as exc:
