@@ -1,9 +1,9 @@
 """Many models at once: expand directories into model files and lint them in parallel.
 
 A directory is searched recursively for files with a model suffix (loaders.MODEL_SUFFIXES),
-skipping hidden directories, paths matching an ``--exclude`` glob and paths ignored by git
-(``.gitignore``, via ``git check-ignore`` inside a work tree, else by reading the .gitignore
-files). Files and specs named explicitly are always linted. Each model is linted in its own
+skipping hidden directories, paths matching an ``--exclude`` glob, paths ignored by the
+``.gitignore`` files above them (read with pathspec; git itself never runs), and entries that
+are not readable files (broken or looping symlinks). Files and specs named explicitly are always linted. Each model is linted in its own
 worker process, so one model that crashes its reader does not stop the others.
 """
 
@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-import shutil
-import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 import click
+import pathspec
 
 from .loaders import MODEL_SUFFIXES, is_spec
 from .runner import LintOptions, TargetResult, lint_target
@@ -32,7 +31,7 @@ PROGRESS_MIN_MODELS = 5
 def _excluded(path: str, patterns: Iterable[str]) -> bool:
     """An exclude glob matches the path, any of its parent directories, or a path component."""
     try:
-        posix = Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+        posix = Path(os.path.abspath(path)).relative_to(os.path.abspath(os.getcwd())).as_posix()
     except ValueError:
         posix = Path(path).as_posix()
     parts = posix.split("/")
@@ -53,7 +52,7 @@ def expand_targets(targets: Iterable[str], exclude: Iterable[str] = (), respect_
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _excluded(os.path.join(folder, d), exclude))
             for name in sorted(files):
                 path = os.path.join(folder, name)
-                if Path(name).suffix.lower() in MODEL_SUFFIXES and not _excluded(path, exclude):
+                if Path(name).suffix.lower() in MODEL_SUFFIXES and os.path.isfile(path) and not _excluded(path, exclude):
                     found.append(path)
         if respect_gitignore and found:
             ignored = gitignored(found)
@@ -63,66 +62,59 @@ def expand_targets(targets: Iterable[str], exclude: Iterable[str] = (), respect_
 
 
 def gitignored(paths: list[str]) -> set[str]:
-    """The subset of ``paths`` that git ignores."""
-    if not paths:
-        return set()
-    if shutil.which("git"):
-        try:
-            # Run from the first path's directory: a work tree is found from there, whatever the cwd.
-            cwd = os.path.dirname(os.path.abspath(paths[0]))
-            inside = subprocess.run(["git", "rev-parse", "--is-inside-work-tree"], cwd=cwd, capture_output=True, text=True, timeout=30)
-            if inside.returncode == 0 and inside.stdout.strip() == "true":
-                absolute = {os.path.abspath(p): p for p in paths}
-                run = subprocess.run(
-                    ["git", "check-ignore", "--stdin", "-z"], cwd=cwd, input="\0".join(absolute) + "\0", capture_output=True, text=True, timeout=60
-                )
-                if run.returncode in (0, 1):  # 1: nothing ignored
-                    return {absolute[p] for p in run.stdout.split("\0") if p in absolute}
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return {p for p in paths if _ignored_by_files(p)}
+    """The subset of ``paths`` that the .gitignore files above them ignore.
+
+    The files are read as text and matched with pathspec's git semantics: no ``git`` process
+    runs, because git reads the scanned tree's own configuration (a model bundle's
+    ``.git/config`` can name commands, e.g. ``core.fsmonitor``). The search for .gitignore files
+    stops at the work tree root (the folder holding ``.git``), whose ``info/exclude`` counts too.
+    """
+    matcher = _IgnoreFiles()
+    return {path for path in paths if matcher.ignored(path)}
 
 
-def _ignored_by_files(path: str) -> bool:
-    """Fallback outside a git work tree: the .gitignore files of the path's directories (the
-    common subset of the syntax: globs, ``dir/``, leading ``/`` anchors, ``**``, ``!`` negation)."""
-    absolute = Path(os.path.abspath(path))
-    ignored = False
-    for folder in reversed(absolute.parents):
-        ignore_file = folder / ".gitignore"
-        if not ignore_file.is_file():
-            continue
-        relative = absolute.relative_to(folder).as_posix()
-        try:
-            lines = ignore_file.read_text(encoding="utf-8", errors="replace").splitlines()
-        except OSError:
-            continue
-        for line in lines:
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            negate = line.startswith("!")
-            pattern = line[1:] if negate else line
-            if _gitignore_match(relative, pattern):
-                ignored = not negate
-    return ignored
+class _IgnoreFiles:
+    """The parsed ignore files of each folder, read once per scan."""
 
+    def __init__(self):
+        self._specs: dict[str, list[pathspec.GitIgnoreSpec]] = {}
 
-def _gitignore_match(relative: str, pattern: str) -> bool:
-    directory_only = pattern.endswith("/")
-    pattern = pattern.rstrip("/")
-    anchored = "/" in pattern
-    pattern = pattern.lstrip("/")
-    parts = relative.split("/")
-    # A directory pattern matches a parent directory; other patterns the file or a parent.
-    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts) - (1 if directory_only else 0))]
-    for candidate in candidates:
-        if anchored:
-            if fnmatchcase(candidate, pattern) or fnmatchcase(candidate, pattern.replace("**/", "")):
-                return True
-        elif fnmatchcase(candidate.rsplit("/", 1)[-1], pattern):
-            return True
-    return False
+    def _folder_specs(self, folder: str) -> list[pathspec.GitIgnoreSpec]:
+        if folder not in self._specs:
+            files = [os.path.join(folder, ".gitignore")]
+            if os.path.isdir(os.path.join(folder, ".git")):
+                files.insert(0, os.path.join(folder, ".git", "info", "exclude"))
+            specs = []
+            for name in files:
+                try:
+                    with open(name, encoding="utf-8", errors="replace") as handle:
+                        specs.append(pathspec.GitIgnoreSpec.from_lines(handle.read().splitlines()))
+                except (OSError, ValueError):  # absent, unreadable, or a pattern pathspec rejects
+                    continue
+            self._specs[folder] = specs
+        return self._specs[folder]
+
+    def ignored(self, path: str) -> bool:
+        absolute = os.path.abspath(path)  # not resolved: a symlink loop must not raise here
+        folders = []
+        folder = os.path.dirname(absolute)
+        while True:
+            folders.append(folder)
+            if os.path.exists(os.path.join(folder, ".git")):
+                break  # the work tree root: ignore files above it do not apply
+            parent = os.path.dirname(folder)
+            if parent == folder:
+                break
+            folder = parent
+        ignored = False
+        # Outermost first, so a deeper file's verdict (including a ``!`` re-include) wins, as in git.
+        for folder in reversed(folders):
+            relative = os.path.relpath(absolute, folder).replace(os.sep, "/")
+            for spec in self._folder_specs(folder):
+                verdict = spec.check_file(relative).include
+                if verdict is not None:
+                    ignored = verdict
+        return ignored
 
 
 def _lint_in_worker(target: str, options: LintOptions) -> TargetResult:
