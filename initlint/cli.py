@@ -1,9 +1,10 @@
 """The ``initlint`` command line.
 
 Exit codes: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 2 a usage error, a
-bad config file, or a model that could not be read. With many models, every model is still
-linted and reported; the exit code is then 2 if any model could not be read (an unreadable
-model must never pass a CI gate silently), else 1 if any has findings at or above ``--fail-on``.
+bad config file, a model that could not be read, or a model a rule failed on (it could not be
+checked fully). With many models, every model is still linted and reported; the exit code is
+then 2 if any model could not be read or checked (neither must pass a CI gate silently), else 1
+if any has findings at or above ``--fail-on``.
 """
 
 from __future__ import annotations
@@ -134,7 +135,8 @@ def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixe
         for r in results:
             if r.error:
                 click.echo(r.error, err=True)
-        sys.exit(EXIT_ERROR if any(r.error for r in results) else EXIT_OK)
+        _say_unchecked(results)
+        sys.exit(EXIT_ERROR if any(r.error or failed_rules(r) for r in results) else EXIT_OK)
     if baseline is not None:
         apply_baseline(results, baseline)
     threshold = settings.fail_on
@@ -157,11 +159,24 @@ def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixe
             sys.exit(EXIT_ERROR)
     elif report:
         click.echo(report)
-    if any(r.error for r in results):
+    if _say_unchecked(results) or any(r.error for r in results):
         sys.exit(EXIT_ERROR)
     if any(f.severity >= threshold for r in results for f in r.findings):
         sys.exit(EXIT_FINDINGS)
     sys.exit(EXIT_OK)
+
+
+def failed_rules(result) -> list[str]:
+    """The rules that raised on this model: it was not checked by them, so it cannot pass."""
+    return [code for code, status in result.rules.items() if status.startswith("failed")]
+
+
+def _say_unchecked(results) -> bool:
+    """One line on stderr per model some rule failed on; True if there is any."""
+    unchecked = [(r.target, failed_rules(r)) for r in results if not r.error and failed_rules(r)]
+    for target, codes in unchecked:
+        click.echo(f"initlint: {target}: could not be checked by {', '.join(codes)} (the rule failed; see the notes)", err=True)
+    return bool(unchecked)
 
 
 def _from_command_line(ctx: click.Context, values: dict) -> dict:

@@ -202,7 +202,8 @@ def render_summary(results: list[TargetResult]) -> str:
     rows = []
     for r in results:
         counts = [sum(1 for f in r.findings if f.severity == s) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)]
-        status = "unreadable" if r.error else ("fail" if counts[0] else ("warn" if counts[1] else "ok"))
+        unchecked = any(status.startswith("failed") for status in r.rules.values())
+        status = "unreadable" if r.error else ("fail" if counts[0] else ("unchecked" if unchecked else ("warn" if counts[1] else "ok")))
         rows.append((r.target, *(str(c) for c in counts), status))
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     fmt = lambda row: "  ".join(c.ljust(w) if i in (0, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()  # noqa: E731
