@@ -9,6 +9,8 @@ worker process, so one model that crashes its reader does not stop the others.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import multiprocessing
 import os
 import sys
@@ -22,6 +24,7 @@ import click
 import pathspec
 
 from .loaders import MODEL_SUFFIXES, is_spec
+from .report import printable
 from .runner import LintOptions, TargetResult, lint_target
 
 # Below this many models a progress bar is more noise than help.
@@ -117,19 +120,40 @@ class _IgnoreFiles:
         return ignored
 
 
+def lint_guarded(target: str, options: LintOptions) -> TargetResult:
+    """lint_target, where code the model runs (a spec, or a trusted pickle) ending the process
+    (``sys.exit``) or raising a BaseException is this target's error, not the end of the run."""
+    try:
+        return lint_target(target, options)
+    except KeyboardInterrupt:
+        raise
+    except SystemExit as exc:
+        return TargetResult(target=target, format=None, error=f"{target}: its code called sys.exit({printable(repr(exc.code))[:80]}) while it was loaded")
+    except BaseException as exc:
+        detail = printable(" ".join(str(exc).split()))[:200]
+        return TargetResult(target=target, format=None, error=f"{target}: its code raised {type(exc).__name__} while it was loaded" + (f" ({detail})" if detail else ""))
+
+
 def _lint_in_worker(target: str, options: LintOptions) -> TargetResult:
-    result = lint_target(target, options)
+    result = lint_guarded(target, options)
+    result.summary = result.model_summary()
     result.graph = None  # lazy tensors do not cross processes; nothing after linting needs them here
     return result
 
 
 def lint_many(
-    targets: list[str], options: LintOptions, jobs: int | None = None, progress: bool | None = None
+    targets: list[str],
+    options: LintOptions,
+    jobs: int | None = None,
+    progress: bool | None = None,
+    options_for: Callable[[str], LintOptions] | None = None,
 ) -> list[TargetResult]:
     """Lint every target, in up to ``jobs`` processes (default: the number of cores), in order.
 
     Specs (``module:callable``) run in this process: they import user code relative to the
-    current directory and keep their graph for source locations.
+    current directory and keep their graph for source locations. ``options_for`` gives a
+    target its own options (e.g. its own plot file). While models load, anything they print
+    goes to stderr: stdout carries only the report (``--format json`` stays parseable).
     """
     jobs = max(1, jobs or os.cpu_count() or 1)
     if progress is None:
@@ -137,15 +161,43 @@ def lint_many(
     results: dict[int, TargetResult] = {}
     files = [i for i, t in enumerate(targets) if not is_spec(t)]
     parallel = files if jobs > 1 and len(files) > 1 else []
-    with _progress(len(targets), progress) as advance:
+    options_of = options_for or (lambda target: options)
+    with _stdout_to_stderr(), _progress(len(targets), progress) as advance:
         # Workers first: specs import torch here, and forking after that is unsafe.
         if parallel:
-            _lint_parallel(targets, parallel, options, min(jobs, len(parallel)), results, advance)
+            _lint_parallel(targets, parallel, options_of, min(jobs, len(parallel)), results, advance)
         for i, target in enumerate(targets):
             if i not in results:
-                results[i] = lint_target(target, options)
+                results[i] = lint_guarded(target, options_of(target))
                 advance()
     return [results[i] for i in range(len(targets))]
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """Send what user code prints to stderr, from Python (sys.stdout) and from native code and
+    worker processes (file descriptor 1), and put both back afterwards."""
+    saved_fd = None
+    try:
+        if sys.stdout is not None and sys.stderr is not None and sys.stdout.fileno() == 1:
+            sys.stdout.flush()
+            saved_fd = os.dup(1)
+            os.dup2(sys.stderr.fileno(), 1)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):  # no real descriptors (e.g. captured in tests)
+        saved_fd = None
+    saved = sys.stdout
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = saved
+        if saved_fd is not None:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved_fd, 1)
+            os.close(saved_fd)
 
 
 def _pool(jobs: int) -> ProcessPoolExecutor:
@@ -155,11 +207,11 @@ def _pool(jobs: int) -> ProcessPoolExecutor:
     return ProcessPoolExecutor(max_workers=jobs, mp_context=context)
 
 
-def _lint_parallel(targets, pending, options, jobs, results, advance) -> None:
+def _lint_parallel(targets, pending, options_of, jobs, results, advance) -> None:
     crashed: list[int] = []
     try:
         with _pool(jobs) as pool:
-            futures = {i: pool.submit(_lint_in_worker, targets[i], options) for i in pending}
+            futures = {i: pool.submit(_lint_in_worker, targets[i], options_of(targets[i])) for i in pending}
             for i, future in futures.items():
                 try:
                     results[i] = future.result()
@@ -173,7 +225,7 @@ def _lint_parallel(targets, pending, options, jobs, results, advance) -> None:
     for i in crashed:
         try:
             with _pool(1) as pool:
-                results[i] = pool.submit(_lint_in_worker, targets[i], options).result()
+                results[i] = pool.submit(_lint_in_worker, targets[i], options_of(targets[i])).result()
         except BrokenProcessPool:
             results[i] = TargetResult(target=targets[i], format=None, error=f"{targets[i]}: the process reading this model crashed")
         advance()
@@ -204,7 +256,7 @@ def render_summary(results: list[TargetResult]) -> str:
         counts = [sum(1 for f in r.findings if f.severity == s) for s in (Severity.ERROR, Severity.WARNING, Severity.INFO)]
         unchecked = any(status.startswith("failed") for status in r.rules.values())
         status = "unreadable" if r.error else ("fail" if counts[0] else ("unchecked" if unchecked else ("warn" if counts[1] else "ok")))
-        rows.append((r.target, *(str(c) for c in counts), status))
+        rows.append((printable(r.target), *(str(c) for c in counts), status))
     widths = [max(len(row[i]) for row in (header, *rows)) for i in range(len(header))]
     fmt = lambda row: "  ".join(c.ljust(w) if i in (0, 4) else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()  # noqa: E731
     return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *(fmt(row) for row in rows)])
