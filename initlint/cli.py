@@ -24,7 +24,7 @@ from .engine import registry
 from .loaders import MODEL_SUFFIXES, LoadOptions
 from .report import printable, render_json, render_text
 from .probe import ProbeOptions
-from .runner import LintOptions
+from .options import LintOptions
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 

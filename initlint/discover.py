@@ -24,8 +24,9 @@ import click
 import pathspec
 
 from .loaders import MODEL_SUFFIXES, is_spec
+from .options import LintOptions
 from .report import printable
-from .runner import LintOptions, TargetResult, lint_target
+from .runner import TargetResult, lint_target
 
 # Below this many models a progress bar is more noise than help.
 PROGRESS_MIN_MODELS = 5
