@@ -35,6 +35,7 @@ class TargetResult:
     # code -> "ran" | "skipped: why" | "failed: error", for each rule selected for this target.
     rules: dict[str, str] = field(default_factory=dict)
     signal: list[dict] | None = None  # predicted variance per layer (initlint.signal)
+    summary: dict | None = None  # model_summary() kept where the graph is dropped (worker processes)
 
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
@@ -55,7 +56,7 @@ class TargetResult:
     def model_summary(self) -> dict | None:
         """What was read: size, depth and, for ONNX, the file's IR and opset versions."""
         if self.graph is None:
-            return None
+            return self.summary
         graph = self.graph
         summary = {
             "layers": len(graph.layers),
