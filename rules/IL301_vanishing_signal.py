@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import first_crossings
-from initlint.testing import plain_mlp
+from initlint.examples import plain_mlp
 
 
 class VanishingSignal(Rule):

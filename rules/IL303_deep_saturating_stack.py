@@ -6,7 +6,7 @@ import math
 
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import activation_gains, plain_chains, signal_of, weight_variance
-from initlint.testing import plain_mlp
+from initlint.examples import plain_mlp
 
 STACKING = frozenset({"sigmoid", "tanh", "hardsigmoid", "hardtanh"})
 

@@ -9,7 +9,7 @@ import numpy as np
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import feeding_layer, reliable, signal_of, weight_variance
-from initlint.testing import plain_mlp
+from initlint.examples import plain_mlp
 
 
 class DeadReluBias(Rule):

@@ -134,7 +134,7 @@ def test_diffusers_unet2d_condition_spec_through_torch_export_is_clean():
     """torch.fx cannot trace the UNet: the spec's graph comes from torch.export. Its gradient
     energy falls to ~1e-3 over ten layers between norms: a gradient norm ratio of ~0.03."""
     diffusers = pytest.importorskip("diffusers")
-    from initlint.loaders.torch_loader import graph_from_module
+    from initlint.loaders.torch import graph_from_module
 
     torch.manual_seed(0)
     unet = diffusers.UNet2DConditionModel(
