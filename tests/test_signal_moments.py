@@ -148,3 +148,32 @@ def test_diffusers_unet2d_condition_spec_through_torch_export_is_clean():
     assert any("torch.export" in note for note in graph.notes)
     run = run_rules(graph, [rule for rule in registry() if rule.stage == "static"])
     assert not [(f.code, f.location) for f in run.findings if f.severity >= Severity.ERROR]
+
+
+class _HandWrittenHardswish(nn.Module):
+    def forward(self, x):
+        return x * torch.nn.functional.relu6(x + 3) / 6
+
+
+class _HandWrittenSiLU(nn.Module):
+    def forward(self, x):
+        return x * torch.sigmoid(x)
+
+
+def _stack(activation, depth=10):
+    torch.manual_seed(0)
+    layers = [nn.Linear(16, 64), activation()]
+    for _ in range(depth - 2):
+        layers += [nn.Linear(64, 64), activation()]
+    layers.append(nn.Linear(64, 4))
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("form", ["torch", "onnx"])
+@pytest.mark.parametrize("written, module, name", [(_HandWrittenHardswish, nn.Hardswish, "hardswish"), (_HandWrittenSiLU, nn.SiLU, "silu")])
+def test_a_hand_written_activation_is_read_as_its_module_twin(form, written, module, name):
+    graph, errors = _errors(_stack(written), form, torch.randn(4, 16))
+    _, twin_errors = _errors(_stack(module), form, torch.randn(4, 16))
+    activations = [layer.activation for layer in graph.layers.values() if layer.kind == "activation"]
+    assert activations == [name] * 9
+    assert {code for code, _ in errors} == {code for code, _ in twin_errors}
