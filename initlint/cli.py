@@ -21,7 +21,8 @@ from .engine import registry
 from .loaders import LoadOptions
 from .report import render_json, render_text
 from .probe import ProbeOptions
-from .runner import LintOptions, lint_target
+from .options import LintOptions
+from .runner import lint_target
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 

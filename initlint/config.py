@@ -65,7 +65,7 @@ class Settings:
         return Severity.parse(self.values["fail-on"])
 
     def lint_options(self, load=None):
-        from .runner import LintOptions
+        from .options import LintOptions
 
         kwargs = {"load": load} if load is not None else {}
         return LintOptions(

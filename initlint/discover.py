@@ -23,7 +23,8 @@ from typing import Callable, Iterable
 import click
 
 from .loaders import MODEL_SUFFIXES, is_spec
-from .runner import LintOptions, TargetResult, lint_target
+from .options import LintOptions
+from .runner import TargetResult, lint_target
 
 # Below this many models a progress bar is more noise than help.
 PROGRESS_MIN_MODELS = 5

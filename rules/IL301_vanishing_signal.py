@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
+from initlint.prediction import Claim, Prediction, Quantity
 from initlint.signal import first_crossings
-from initlint.examples import plain_mlp
+from initlint.example_models import plain_mlp
+
+# The static ratios are defined as the probe measures them (initlint.prediction).
+QUANTITY = {"forward": Quantity.FORWARD_VARIANCE_RATIO, "backward": Quantity.GRADIENT_ENERGY_RATIO}
 
 
 class VanishingSignal(Rule):
@@ -63,13 +67,16 @@ class VanishingSignal(Rule):
     needs_structure = True
     options = {"low": 1e-3}
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         for crossing in first_crossings(graph, low=self.settings["low"]):
             yield self.finding(
                 crossing.layer.weight.name,
                 f"{crossing.direction} signal vanishes: {crossing.describe()}, below {self.settings['low']:g}",
                 evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": crossing.anchor, "layers": crossing.layers_between},
-                prediction={f"{crossing.direction}_ratio": crossing.ratio, "layer": crossing.layer.name, "reference": crossing.anchor},
+                prediction=Prediction(
+                    QUANTITY[crossing.direction], Claim.BELOW, self.settings["low"], from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
+                ),
                 fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU (xavier with the activation's gain before tanh), or add normalization/residual connections",
             )
 

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
+from initlint.prediction import Claim, Prediction, Quantity
 from initlint.signal import first_crossings
-from initlint.examples import plain_mlp
+from initlint.example_models import plain_mlp
+
+# The static ratios are defined as the probe measures them (initlint.prediction).
+QUANTITY = {"forward": Quantity.FORWARD_VARIANCE_RATIO, "backward": Quantity.GRADIENT_ENERGY_RATIO}
 
 
 class ExplodingSignal(Rule):
@@ -57,13 +61,16 @@ class ExplodingSignal(Rule):
     needs_structure = True
     options = {"high": 1e3}
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         for crossing in first_crossings(graph, high=self.settings["high"]):
             yield self.finding(
                 crossing.layer.weight.name,
                 f"{crossing.direction} signal explodes: {crossing.describe()}, above {self.settings['high']:g}",
                 evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": crossing.anchor, "layers": crossing.layers_between},
-                prediction={f"{crossing.direction}_ratio": crossing.ratio, "layer": crossing.layer.name, "reference": crossing.anchor},
+                prediction=Prediction(
+                    QUANTITY[crossing.direction], Claim.ABOVE, self.settings["high"], from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
+                ),
                 fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU, std = gain/sqrt(fan_in) for custom normal init, or add normalization",
             )
 

@@ -8,8 +8,9 @@ import numpy as np
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
-from initlint.signal import feeding_layer, reliable, signal_of, weight_variance
-from initlint.examples import plain_mlp
+from initlint.prediction import Claim, Prediction, Quantity
+from initlint.signal import feeding_layer, reliable, weight_variance
+from initlint.example_models import plain_mlp
 
 
 class DeadReluBias(Rule):
@@ -62,10 +63,11 @@ class DeadReluBias(Rule):
     needs_structure = True
     options = {"sigmas": 3.0, "error_fraction": 0.5, "warning_fraction": 0.25}
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         if not reliable(graph):
             return
-        sig = signal_of(graph)
+        sig = ctx.signal
         k = self.settings["sigmas"]
         for act in graph.layers.values():
             if act.kind != g.ACTIVATION or act.activation not in ("relu", "relu6"):
@@ -73,18 +75,20 @@ class DeadReluBias(Rule):
             found = self._dead_units(graph, sig, act, k)
             if found is None:
                 continue
-            where, dead, total, threshold, source = found
+            where, layer, dead, total, threshold, source = found
             fraction = dead / total
             if fraction <= self.settings["warning_fraction"]:
                 continue
             severity = Severity.ERROR if fraction > self.settings["error_fraction"] else Severity.WARNING
+            bound = self.settings["error_fraction"] if severity is Severity.ERROR else self.settings["warning_fraction"]
             yield self.finding(
                 where.name,
                 f"{dead} of {total} units ({fraction:.0%}) have {source} below -{k:g}σ = {threshold:.3g} "
                 f"(predicted pre-activation std {threshold / k:.3g}): they are inactive for almost every input and get no gradient",
                 severity,
                 evidence={"dead_units": dead, "units": total, "fraction": fraction, "threshold": threshold},
-                prediction={"dead_fraction_above": min(fraction, 0.7), "layer": act.name},
+                # Measured after the weighted layer that feeds the ReLU (through the normalization).
+                prediction=Prediction(Quantity.DEAD_FRACTION, Claim.ABOVE, bound, to_layer=layer.name, predicted=fraction) if layer is not None else None,
                 fix="nn.init.zeros_(bias) (or a small positive constant) for layers followed by ReLU",
             )
 
@@ -100,7 +104,9 @@ class DeadReluBias(Rule):
             b = np.asarray(beta.values(), dtype=np.float64)
             scale = np.abs(np.asarray(gamma.values(), dtype=np.float64)) if gamma is not None and gamma.shape == beta.shape else np.ones_like(b)
             dead = int(np.sum(b < -k * scale))
-            return beta, dead, b.size, float(k * np.median(scale)), "normalization shift β"
+            feeding = graph.upstream(node)
+            weighted = feeding[0] if len(feeding) == 1 and feeding[0].is_weighted else None
+            return beta, weighted, dead, b.size, float(k * np.median(scale)), "normalization shift β"
         layer = feeding_layer(graph, act)
         if layer is None or layer.bias is None or layer.bias.ndim != 1 or not layer.fan_in:
             return None
@@ -111,7 +117,7 @@ class DeadReluBias(Rule):
         sigma_z = math.sqrt(max(layer.fan_in * weight_variance(layer) * sig[layer.name].q_in, 0.0))
         b = np.asarray(layer.bias.values(), dtype=np.float64)
         threshold = k * sigma_z
-        return layer.bias, int(np.sum(b < -threshold)), b.size, threshold, "bias"
+        return layer.bias, layer, int(np.sum(b < -threshold)), b.size, threshold, "bias"
 
 
 def _relu_mlp(bias: float | None, depth: int = 4, width: int = 64):
