@@ -15,12 +15,14 @@ class VanishingSignal(Rule):
     """The predicted forward signal or backward gradient shrinks below `low` along the depth.
 
     ## What it does
-    Runs static signal propagation (docs/science.md §1-§4): the second moment of every layer's
-    output, forward, and the gradient energy at every layer, backward, from each layer's
-    measured weight variance, its fans and the gain of the activation after it. Normalization
-    layers cut the chain; residual additions add variances. Reports where the forward ratio
-    (relative to the first weighted layer of the chain) or the backward ratio (relative to the
-    last) first falls below `low`, naming that layer and the factor per layer.
+    Runs static signal propagation (docs/science.md §1-§4, §11): the second moment of every
+    layer's output, means included, forward, and the gradient energy at every layer, backward,
+    from each layer's measured weight moments, its fans, the gain of the activation after it
+    and the constant scales and shifts in between (`x / 4`). Normalization layers cut the
+    chain; residual additions add variances; softmax weights average what they multiply.
+    Reports where the forward variance ratio (relative to the first weighted layer of the
+    chain) or the backward gradient norm ratio (relative to the last) first falls below `low`,
+    naming that layer and the factor per layer.
 
     ## Why is this bad?
     Each layer multiplies the signal's variance by about σ_w²·E[φ²]/q (forward) and the
@@ -44,11 +46,13 @@ class VanishingSignal(Rule):
     add normalization layers (BatchNorm/LayerNorm) or residual connections.
 
     ## Options
-    - `low` (1e-3): the ratio below which the signal counts as vanished (AUTOTRAINER's β1).
+    - `low` (1e-3): the ratio below which the signal counts as vanished (AUTOTRAINER's β1):
+      of variances forward, of gradient norms backward (a gradient energy ratio of 1e-6).
 
     ## Known false positives
     Deliberately small residual branches (LayerScale, ReZero, SkipInit, zero-init branch
-    ends) are not counted as vanishing; all-zero layers are left to IL101. Ops initlint does
+    ends), and branches whose output is under 1% of the residual sum they join, are not
+    counted as vanishing forward: the skip carries the signal past them; all-zero layers are left to IL101. Ops initlint does
     not model pass the variance through unchanged and are listed in the notes.
 
     ## References

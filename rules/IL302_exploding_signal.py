@@ -15,10 +15,11 @@ class ExplodingSignal(Rule):
     """The predicted forward signal or backward gradient grows above `high` along the depth.
 
     ## What it does
-    Runs the same static signal propagation as IL301 (docs/science.md §1-§4) and reports where the
-    forward ratio (relative to the first weighted layer of a chain between normalizations) or
-    the backward ratio (relative to the last) first rises above `high`, naming that layer and
-    the factor per layer.
+    Runs the same static signal propagation as IL301 (docs/science.md §1-§4, §11) and reports
+    where the forward variance ratio (relative to the first weighted layer of a chain between
+    normalizations) or the backward gradient norm ratio (relative to the last) first rises
+    above `high`, naming that layer and the factor per layer. Softmax outputs sum to one:
+    attention averages its values and never amplifies them, whatever the logits' scale.
 
     ## Why is this bad?
     A per-layer factor above one compounds just as geometrically as one below: with N(0, 1)
@@ -40,7 +41,8 @@ class ExplodingSignal(Rule):
     `std = gain / sqrt(fan_in)`. Normalization layers cut the growth.
 
     ## Options
-    - `high` (1e3): the ratio above which the signal counts as exploding. Deep BatchNorm
+    - `high` (1e3): the ratio above which the signal counts as exploding (of variances
+      forward, of gradient norms backward). Deep BatchNorm
       networks reach gradient ratios of about 50 at init and train fine (docs/science.md §10).
 
     ## Known false positives

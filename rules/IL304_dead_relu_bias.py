@@ -19,8 +19,10 @@ class DeadReluBias(Rule):
     ## What it does
     For each ReLU/ReLU6 fed by a weighted layer with a bias, predicts the standard deviation
     σ_z of the pre-activation without the bias (fan_in·Var(W) times the second moment reaching
-    the layer, from signal propagation) and counts the units with b_i < -`sigmas`·σ_z: such a unit is active with
-    probability below 0.13% (docs/science.md §5). Where a normalization sits between the layer and
+    the layer, from signal propagation, which carries the means: a negative bias before a ReLU
+    shrinks what reaches the next layer) and counts the units with b_i < -`sigmas`·σ_z: such a
+    unit is active with probability below 0.13% (docs/science.md §5). A bias that is harmless
+    at the first layer can so be fatal a few layers on, where the signal has shrunk. Where a normalization sits between the layer and
     the ReLU, its shift β_i and scale γ_i decide instead (β_i < -`sigmas`·|γ_i|). An error
     when more than `error_fraction` of the layer's units are dead, a warning above
     `warning_fraction`.
@@ -51,7 +53,7 @@ class DeadReluBias(Rule):
     fraction on real batches.
 
     ## References
-    - docs/science.md §5 (dead ReLU from bias), §8 (dead units, AUTOTRAINER γ = 0.7)
+    - docs/science.md §5 (dead ReLU from bias), §8 (dead units, AUTOTRAINER γ = 0.7), §11 (means)
     - Lu et al. 2019, "Dying ReLU and Initialization: Theory and Numerical Examples"
     """
 
@@ -137,6 +139,10 @@ def conv_batchnorm_relu_negative_shift():
     return model
 
 
+def relu_mlp_10_bias_minus_1():
+    return _relu_mlp(-1.0, depth=10)
+
+
 def relu_mlp_zero_bias():
     return _relu_mlp(0.0)
 
@@ -150,9 +156,10 @@ def relu_mlp_small_negative_bias():
 
 
 DeadReluBias.must_flag = (
-    # Only the first layer: behind it the mean-field model, which treats biases as noise
-    # around zero, cannot see that the next layers' inputs are all zero too.
     Example(relu_mlp_bias_minus_5, flagged=("0.bias",), severity="error"),
+    # -1 is within 3σ at the first two layers; the negative means shrink the signal until the
+    # third layer's units are all dead.
+    Example(relu_mlp_10_bias_minus_1, flagged=("4.bias",), severity="error"),
     Example(conv_batchnorm_relu_negative_shift, flagged=("1.bias",), severity="error", input_shape=(2, 3, 8, 8)),
 )
 DeadReluBias.must_not_flag = (
