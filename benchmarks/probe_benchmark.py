@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from initlint.loaders.torch_loader import graph_from_module
+from initlint.loaders.torch import graph_from_module
 from initlint.probe import ProbeOptions, run_probe
 from initlint.probe.measure import standard_loss
 from initlint.probe.model import set_probe_mode

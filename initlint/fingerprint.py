@@ -1,4 +1,4 @@
-"""Which init scheme produced a weight tensor, inferred from its values (DESIGN.md §7).
+"""Which init scheme produced a weight tensor, inferred from its values (docs/science.md §7).
 
 Two questions, answered separately and then combined:
 - the *family* (the shape of the distribution): uniform, truncated normal, normal, orthogonal,
@@ -77,7 +77,7 @@ class Fingerprint:
 
 
 def schemes_for(fan_in: int, fan_out: int, rows: int, cols: int) -> list[Scheme]:
-    """Every candidate scheme with its variance for a layer with these fans (DESIGN.md §2)."""
+    """Every candidate scheme with its variance for a layer with these fans (docs/science.md §2)."""
     glorot = 2.0 / (fan_in + fan_out)
     out = []
     for family in (UNIFORM, NORMAL, TRUNCATED):

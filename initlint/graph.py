@@ -44,6 +44,21 @@ RELU_FAMILY = frozenset({"relu", "relu6", "leaky_relu", "prelu"})
 SATURATING = frozenset({"sigmoid", "tanh", "hardsigmoid", "hardtanh"})
 
 
+def conv_fans(weight_shape: tuple[int, ...], groups: int = 1, transposed: bool = False) -> tuple[int, int]:
+    """(fan_in, fan_out) of a convolution or matrix weight, counted per group (docs/science.md §2).
+
+    A convolution stores [C_out, C_in/groups, k...] in torch and ONNX alike: fan_in is
+    C_in/groups times the kernel size, fan_out C_out/groups times it (torch's own formula
+    overstates a depthwise fan_out by the number of groups). A transposed convolution stores
+    [C_in, C_out/groups, k...]: the roles swap. A 2-D weight is a matrix [out, in].
+    """
+    groups = max(int(groups), 1)
+    receptive = math.prod(int(d) for d in weight_shape[2:])
+    if transposed:
+        return (int(weight_shape[0]) // groups) * receptive, int(weight_shape[1]) * receptive
+    return int(weight_shape[1]) * receptive, (int(weight_shape[0]) // groups) * receptive
+
+
 class Tensor:
     """A parameter tensor, read only when its values or statistics are asked for.
 

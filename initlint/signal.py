@@ -1,4 +1,4 @@
-"""Static signal propagation: predicted forward and backward variance, layer by layer (DESIGN.md §1, §3, §4).
+"""Static signal propagation: predicted forward and backward variance, layer by layer (docs/science.md §1, §3, §4).
 
 The model is the mean-field one: every pre-activation is a centred Gaussian whose second moment
 ``q`` is carried along the graph in topological order, starting at 1 on every graph input.
@@ -62,7 +62,7 @@ def _gains(name: str, alpha: float | None, q_key: float) -> tuple[float, float] 
 
 
 def activation_gains(name: str, q: float, alpha: float | None = None) -> tuple[float, float] | None:
-    """(E[φ(z)²]/q, E[φ'(z)²]) for z ~ N(0, q), or None for an unknown activation (DESIGN.md §3)."""
+    """(E[φ(z)²]/q, E[φ'(z)²]) for z ~ N(0, q), or None for an unknown activation (docs/science.md §3)."""
     if not (q > 0 and math.isfinite(q)):
         q = 1.0
     # Gains vary smoothly with q: 3 significant digits keep the cache small and exact enough.
@@ -182,7 +182,7 @@ def _propagate(graph: g.ModelGraph) -> Signal:
         sig.notes.append(
             f"no BatchNormalization layers, but {len(sig.folded_norm)} convolutions look like conv+BatchNorm pairs of an eval-mode "
             "export (BatchNorm folded into constant-folded weights, or dropped as the identity it is at init, leaving "
-            "bias-free convolutions); signal propagation treats them as normalized (DESIGN.md §10)"
+            "bias-free convolutions); signal propagation treats them as normalized (docs/science.md §10)"
         )
 
     for layer in layers:
@@ -310,7 +310,7 @@ def _is_branch_gate(layer: g.Layer, sig: Signal) -> bool:
     """A residual branch scaled by a constant or parameter (LayerScale, ReZero, SkipInit): small by design.
 
     Its gradient is scaled once, on purpose; counting the scale as vanishing would flag every
-    LayerScale ConvNeXt and ReZero transformer (DESIGN.md §5 allowlist).
+    LayerScale ConvNeXt and ReZero transformer (docs/science.md §5 allowlist).
     """
     return len(layer.inputs) == 1 and bool(layer.const_inputs) and layer.name in sig.branch_gates
 
@@ -347,7 +347,7 @@ def _backward(graph: g.ModelGraph, sig: Signal, layers: list[g.Layer]) -> None:
     # layer -> (largest gradient contribution it receives, that consumer's (energy, layer) reference)
     anchor_out: dict[str, tuple[float, tuple[float, str] | None]] = {}
     # Layers whose gradient arrives only through attention logits (queries, keys): near-uniform
-    # attention at init passes them little gradient, which is normal (DESIGN.md §4).
+    # attention at init passes them little gradient, which is normal (docs/science.md §4).
     logits_only: dict[str, bool] = {}
     for layer in reversed(layers):
         s = sig.layers[layer.name]

@@ -27,7 +27,7 @@ class TensorStats:
     finite_count: int
     mean: float
     var: float  # population variance of the finite values
-    mean_sq: float  # E[w^2], the "s^2" of DESIGN.md section 7
+    mean_sq: float  # E[w^2], the "s^2" of docs/science.md §7
     excess_kurtosis: float
     min: float
     max: float
@@ -62,7 +62,7 @@ class TensorStats:
 
     @property
     def max_abs_dev(self) -> float:
-        """max |w - mean| / std: uniform < 1.85 < truncated normal < 2.5 < normal (DESIGN.md §7)."""
+        """max |w - mean| / std: uniform < 1.85 < truncated normal < 2.5 < normal (docs/science.md §7)."""
         if self.var <= 0:
             return 0.0
         return max(abs(self.max - self.mean), abs(self.min - self.mean)) / self.std

@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from .engine import Example, Finding, Rule, registry, run_rules
+from .examples import plain_mlp  # noqa: F401  (re-exported: tests build the same stacks)
 from .graph import ModelGraph
 
 
@@ -43,12 +44,12 @@ def export_onnx(model, example_input, path: str | Path | None = None) -> bytes:
 def graph_of(model, form: str, example_input=None, tmp_path: Path | None = None) -> ModelGraph:
     """The ModelGraph of a live module (``form="torch"``) or of its ONNX export (``"onnx"``)."""
     if form == "torch":
-        from .loaders.torch_loader import graph_from_module
+        from .loaders.torch import graph_from_module
 
         return graph_from_module(model, type(model).__name__)
     import onnx
 
-    from .loaders.onnx_loader import build_graph
+    from .loaders.onnx import build_graph
 
     path = (tmp_path or Path(".")) / "model.onnx"
     # Written to disk when there is a place for it: the probe reloads the file with its weights.
@@ -77,24 +78,3 @@ def all_examples():
             yield rule, "must_flag", example
         for example in rule.must_not_flag:
             yield rule, "must_not_flag", example
-
-
-def plain_mlp(depth: int, activation="ReLU", init=None, width: int = 64, bias: float | None = None):
-    """The plain stack most rule examples use: Linear(16, width), activation, then depth - 2 hidden
-    Linear + activation, then Linear(width, 4). ``init`` is applied to every weight in order;
-    ``bias`` fills every bias but the head's. ``activation`` is an nn class or its name."""
-    import torch.nn as nn
-
-    act = getattr(nn, activation) if isinstance(activation, str) else activation
-    layers = [nn.Linear(16, width), act()]
-    for _ in range(depth - 2):
-        layers += [nn.Linear(width, width), act()]
-    layers.append(nn.Linear(width, 4))
-    model = nn.Sequential(*layers)
-    for layer in model:
-        if isinstance(layer, nn.Linear):
-            if init is not None:
-                init(layer.weight)
-            if bias is not None and layer is not model[-1]:
-                nn.init.constant_(layer.bias, bias)
-    return model

@@ -22,7 +22,7 @@ class ZeroWeights(Rule):
     ## What it does
     Finds weight matrices and convolution kernels whose every value is 0.0 and follows the
     layer's output through the graph to decide whether the zeros are fatal, recoverable or a
-    well-known, intended pattern (DESIGN.md §5).
+    well-known, intended pattern (docs/science.md §5).
 
     ## Why is this bad?
     A zero layer outputs a constant. When that constant reaches a ReLU at a pre-activation
@@ -54,7 +54,7 @@ class ZeroWeights(Rule):
     (`lora_A` and `lora_B` of one adapter both zero: error).
 
     ## References
-    - DESIGN.md §5 (when a zero tensor is fatal; measured on 300-step Adam/SGD runs)
+    - docs/science.md §5 (when a zero tensor is fatal; measured on 300-step Adam/SGD runs)
     - Bachlechner et al. 2020, "ReZero is All You Need"; Zhang et al. 2019, "Fixup Initialization"
     - Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models"
     """

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import first_crossings
-from initlint.testing import plain_mlp
+from initlint.examples import plain_mlp
 
 
 class VanishingSignal(Rule):
     """The predicted forward signal or backward gradient shrinks below `low` along the depth.
 
     ## What it does
-    Runs static signal propagation (DESIGN.md §1-§4): the second moment of every layer's
+    Runs static signal propagation (docs/science.md §1-§4): the second moment of every layer's
     output, forward, and the gradient energy at every layer, backward, from each layer's
     measured weight variance, its fans and the gain of the activation after it. Normalization
     layers cut the chain; residual additions add variances. Reports where the forward ratio
@@ -23,7 +23,7 @@ class VanishingSignal(Rule):
     gradient's by χ = σ_w²·E[φ'²] (backward). Below one this compounds geometrically: with
     PyTorch's default Linear init (fan_in·Var = 1/3) and ReLU the factor is 1/6 per layer,
     so a 30-layer MLP without normalization starts with its first layers receiving gradients
-    ~1e-23 times those of its last (DESIGN.md §2). Such networks do not train with SGD, and
+    ~1e-23 times those of its last (docs/science.md §2). Such networks do not train with SGD, and
     train slowly at best with Adam.
 
     ## Example
@@ -48,7 +48,7 @@ class VanishingSignal(Rule):
     not model pass the variance through unchanged and are listed in the notes.
 
     ## References
-    - DESIGN.md §1-§4, §8
+    - docs/science.md §1-§4, §8
     - Schoenholz et al. 2017, "Deep Information Propagation"
     - Zhang et al. 2021, "AUTOTRAINER" (β1 = 1e-3)
     """

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import first_crossings
-from initlint.testing import plain_mlp
+from initlint.examples import plain_mlp
 
 
 class ExplodingSignal(Rule):
     """The predicted forward signal or backward gradient grows above `high` along the depth.
 
     ## What it does
-    Runs the same static signal propagation as IL301 (DESIGN.md §1-§4) and reports where the
+    Runs the same static signal propagation as IL301 (docs/science.md §1-§4) and reports where the
     forward ratio (relative to the first weighted layer of a chain between normalizations) or
     the backward ratio (relative to the last) first rises above `high`, naming that layer and
     the factor per layer.
@@ -37,7 +37,7 @@ class ExplodingSignal(Rule):
 
     ## Options
     - `high` (1e3): the ratio above which the signal counts as exploding. Deep BatchNorm
-      networks reach gradient ratios of about 50 at init and train fine (DESIGN.md §10).
+      networks reach gradient ratios of about 50 at init and train fine (docs/science.md §10).
 
     ## Known false positives
     Pre-LN transformers grow their residual stream linearly with depth (ratios of a few
@@ -45,7 +45,7 @@ class ExplodingSignal(Rule):
     unchanged and are listed in the notes.
 
     ## References
-    - DESIGN.md §1-§4, §6, §10
+    - docs/science.md §1-§4, §6, §10
     - Pascanu et al. 2013, "On the difficulty of training recurrent neural networks"
     """
 

@@ -9,7 +9,7 @@ import numpy as np
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.signal import feeding_layer, reliable, signal_of, weight_variance
-from initlint.testing import plain_mlp
+from initlint.examples import plain_mlp
 
 
 class DeadReluBias(Rule):
@@ -19,7 +19,7 @@ class DeadReluBias(Rule):
     For each ReLU/ReLU6 fed by a weighted layer with a bias, predicts the standard deviation
     σ_z of the pre-activation without the bias (fan_in·Var(W) times the second moment reaching
     the layer, from signal propagation) and counts the units with b_i < -`sigmas`·σ_z: such a unit is active with
-    probability below 0.13% (DESIGN.md §5). Where a normalization sits between the layer and
+    probability below 0.13% (docs/science.md §5). Where a normalization sits between the layer and
     the ReLU, its shift β_i and scale γ_i decide instead (β_i < -`sigmas`·|γ_i|). An error
     when more than `error_fraction` of the layer's units are dead, a warning above
     `warning_fraction`.
@@ -50,7 +50,7 @@ class DeadReluBias(Rule):
     fraction on real batches.
 
     ## References
-    - DESIGN.md §5 (dead ReLU from bias), §8 (dead units, AUTOTRAINER γ = 0.7)
+    - docs/science.md §5 (dead ReLU from bias), §8 (dead units, AUTOTRAINER γ = 0.7)
     - Lu et al. 2019, "Dying ReLU and Initialization: Theory and Numerical Examples"
     """
 

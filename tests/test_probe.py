@@ -18,7 +18,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from initlint.cli import main  # noqa: E402
 from initlint.engine import Finding, Severity  # noqa: E402
-from initlint.loaders.torch_loader import graph_from_module  # noqa: E402
+from initlint.loaders.torch import graph_from_module  # noqa: E402
 from initlint.probe import ProbeOptions, run_probe  # noqa: E402
 from initlint.probe.confirm import check_prediction, confirm_findings  # noqa: E402
 from initlint.runner import LintOptions, TargetResult, lint_graph  # noqa: E402

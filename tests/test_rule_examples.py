@@ -44,3 +44,24 @@ def test_every_rule_has_examples_both_ways():
 
     for rule in registry():
         assert rule.must_flag and rule.must_not_flag, f"{rule.code} needs must-flag and must-not-flag examples"
+
+
+def test_rules_import_model_builders_not_test_helpers():
+    """Loading every rule (and building its examples' models) leaves initlint.testing, the
+    helpers that export ONNX and run the probe for tests, unimported."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from initlint.engine import registry\n"
+        "rules = registry()\n"
+        "assert rules, 'no rules loaded'\n"
+        "for rule in rules:\n"
+        "    for example in (*rule.must_flag, *rule.must_not_flag):\n"
+        "        example.build()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('initlint.testing')))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]", run.stdout

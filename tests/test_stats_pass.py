@@ -15,7 +15,7 @@ from onnx import TensorProto, helper, numpy_helper
 import initlint.graph as graph_module
 from initlint.engine import registry, run_rules
 from initlint.graph import Tensor
-from initlint.loaders.onnx_loader import load_onnx
+from initlint.loaders.onnx import load_onnx
 from initlint.stats import compute_stats
 
 

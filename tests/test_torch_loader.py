@@ -20,7 +20,7 @@ from initlint import graph as g  # noqa: E402
 from initlint.cli import main  # noqa: E402
 from initlint.errors import InitlintError  # noqa: E402
 from initlint.loaders import LoadOptions, load  # noqa: E402
-from initlint.loaders.torch_loader import graph_from_module  # noqa: E402
+from initlint.loaders.torch import graph_from_module  # noqa: E402
 from initlint.runner import LintOptions, lint_target  # noqa: E402
 
 # One model with something for every IL1xx rule, a residual add, functional and module
@@ -165,12 +165,12 @@ def test_torchscript_graph_and_findings_equal_the_spec(forms, form):
 
 
 def test_torchscript_falls_back_to_module_order(forms, monkeypatch):
-    from initlint.loaders import torch_loader
+    from initlint.loaders.torch import torchscript
 
     def unreadable(*args):
         raise ValueError("unexpected node")
 
-    monkeypatch.setattr(torch_loader, "_graph_from_torchscript", unreadable)
+    monkeypatch.setattr(torchscript, "_graph_from_torchscript", unreadable)
     result = _il1(forms["paths"]["torchscript"])
     assert any("registered" in note and "unexpected node" in note for note in result.notes), result.notes
     assert _findings(result, with_severity=False) == _findings(_il1(forms["paths"]["spec"]), with_severity=False)

@@ -57,14 +57,14 @@ def load(target: str, options: LoadOptions | None = None) -> ModelGraph:
     options = options or LoadOptions()
     fmt = detect_format(target)
     if fmt == "onnx":
-        from .onnx_loader import load_onnx
+        from .onnx import load_onnx
 
         return load_onnx(target)
     if fmt == "keras":
         from .keras import load_keras_file
 
         return load_keras_file(target, options)
-    from . import torch_loader
+    from . import torch as torch_loader
 
     if fmt == "torch":
         return torch_loader.load_spec(target, options)

@@ -1,5 +1,5 @@
 """The dynamic probe: run the model for a few seeded forward + backward passes, measure its signal
-per layer, and confirm or refute what the static rules predicted (DESIGN §8, §10).
+per layer, and confirm or refute what the static rules predicted (docs/science.md §8, §10).
 
 Static rules predict; the probe measures. It runs on a private copy of the model (the user's
 object is never touched), on CPU unless asked otherwise, with every seed fixed. torch is

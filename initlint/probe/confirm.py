@@ -1,7 +1,7 @@
 """Check what static findings predict against what the probe measured.
 
 The prediction vocabulary (``Finding.prediction``, a dict; every key optional). Ratios are those
-of the probe's measurement (DESIGN §8): the *forward ratio* is the second moment of a layer's
+of the probe's measurement (docs/science.md §8): the *forward ratio* is the second moment of a layer's
 output less its bias over that of the first weighted layer (a variance); the *gradient ratio* is
 the norm of the loss gradient with respect to the first weighted layer's input over that at
 the last one
@@ -36,7 +36,7 @@ import math
 
 from ..engine import Finding, Severity
 
-# Bounds in variance terms: DESIGN §8's gradient-ratio thresholds (1e-3, 70) are amplitudes.
+# Bounds in variance terms: docs/science.md §8's gradient-ratio thresholds (1e-3, 70) are amplitudes.
 VANISHING_VARIANCE = 1e-3**2
 EXPLODING_VARIANCE = 70.0**2
 VALUE_TOLERANCE = 10.0

@@ -1,5 +1,5 @@
 """Measure a model's signal at initialization: a few seeded forward + backward passes with hooks
-on every weighted layer (DESIGN §8).
+on every weighted layer (docs/science.md §8).
 
 Per weighted layer and pass: the output's mean, std and second moment, with and without the
 bias (forward signal), the norm and RMS of the loss gradient with respect to the layer's input
@@ -25,14 +25,14 @@ from .model import Runnable
 
 SEEDS_PER_PROBE = 3
 # Optimizer for the frozen-parameter check and --train-steps: plain SGD, because Adam's
-# per-parameter normalization trains many badly initialized nets that SGD cannot (DESIGN §10).
+# per-parameter normalization trains many badly initialized nets that SGD cannot (docs/science.md §10).
 SGD_LR = 0.01
 TRAIN_LR = 0.1  # --train-steps: the usual plain-SGD rate, so a trainable net visibly moves in a few steps
 # A chain of intended zeros (Fixup: zero head and zero branch ends) unfreezes one link per step;
 # a fatal zero pattern stays frozen however many steps it gets.
 UNFREEZE_STEPS = 3
 LOSS_MOVED = 0.01  # relative change of the loss that counts as "the loss moved"
-# Pre-activation magnitude at which these activations saturate (DESIGN §8).
+# Pre-activation magnitude at which these activations saturate (docs/science.md §8).
 SATURATION_AT = {"tanh": 2.0, "sigmoid": 4.0}
 
 
@@ -340,7 +340,7 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
 def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_Watched]) -> dict:
     """Forward ratio: the second moment of the weights' part of the output (bias removed) at
     the last over the first weighted layer; gradient ratio: the norm of the loss gradient with
-    respect to the first weighted layer's input over that of the last (DESIGN §8, whose
+    respect to the first weighted layer's input over that of the last (docs/science.md §8, whose
     thresholds and measurements — 3.6e-5 at ReLU + Xavier depth 30, ≈48 for ResNet-50 — are
     of norms, not of per-element RMS). An exactly zero signal at either end is left out. Layers whose weights
     are all zero carry no signal by construction (a zero head, a LoRA B) and are left out; an
@@ -372,7 +372,7 @@ def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_W
 
 
 def _still_frozen(torch, runnable: Runnable, candidates: list[str], seed: int, budget: Budget) -> list[str]:
-    """Which exactly-zero gradients stay exactly zero after SGD steps on a copy (DESIGN §8)."""
+    """Which exactly-zero gradients stay exactly zero after SGD steps on a copy (docs/science.md §8)."""
     module = copy.deepcopy(runnable.module)
     inner_of = {user: inner for inner, user in runnable.param_names.items()}
     optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=SGD_LR)

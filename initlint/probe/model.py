@@ -15,7 +15,7 @@ import numpy as np
 from .. import graph as g
 from ..graph import ModelGraph
 
-# Small defaults for dimensions nobody fixed (DESIGN §8: a batch of a few hundred samples
+# Small defaults for dimensions nobody fixed (docs/science.md §8: a batch of a few hundred samples
 # where the model is small, fewer where one sample is large).
 SAMPLE_ELEMENTS_BUDGET = 2**20
 MIN_BATCH, MAX_BATCH = 8, 256
@@ -53,7 +53,7 @@ def batch_for(sample_elements: int) -> int:
 
 
 def set_probe_mode(module) -> None:
-    """Normalization layers use batch statistics, as in training (DESIGN §10: an ONNX export
+    """Normalization layers use batch statistics, as in training (docs/science.md §10: an ONNX export
     run in inference form makes healthy BatchNorm nets look broken); dropout stays off so the
     measurement is not noise."""
     import torch
@@ -242,7 +242,7 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
     if restored:
         notes.append(
             f"the probe put back {restored} BatchNorm layers that the eval-mode export folded into convolutions "
-            "(as at init: scale 1, shift 0, batch statistics), so it measures the network as it trains (DESIGN.md §10)"
+            "(as at init: scale 1, shift 0, batch statistics), so it measures the network as it trains (docs/science.md §10)"
         )
     try:
         module = onnx2torch.convert(proto, attach_onnx_mapping=True)
@@ -387,7 +387,7 @@ def _training_form(proto) -> None:
             tensor = numpy_helper.to_array(value.t)
             proto.graph.initializer.append(numpy_helper.from_array(tensor, node.output[0]))
             proto.graph.node.remove(node)
-    # The TorchScript exporter links shared initializers through Identity nodes (DESIGN §10);
+    # The TorchScript exporter links shared initializers through Identity nodes (docs/science.md §10);
     # onnx2torch wants the weights of Conv/Gemm as initializers, so point the uses at the source.
     initializers = {init.name for init in proto.graph.initializer}
     graph_outputs = {o.name for o in proto.graph.output}

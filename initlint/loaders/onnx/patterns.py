@@ -21,9 +21,9 @@ import math
 
 import numpy as np
 
-from .. import activations
-from .. import graph as g
-from ..graph import Layer, ModelGraph
+from ... import activations
+from ... import graph as g
+from ...graph import Layer, ModelGraph
 
 _UNARY = {
     "Erf": lambda x: np.vectorize(math.erf, otypes=[float])(x),
