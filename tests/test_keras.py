@@ -65,6 +65,7 @@ def saved(tmp_path_factory):
 
 def target_of(saved, name: str, form: str) -> str:
     if form == "spec":
+        keras.backend.clear_session()  # Keras numbers layer names per session: a fresh one, as on the command line
         return f"{SPECS}:{name}"
     path = saved[name, form]
     if isinstance(path, str):
