@@ -644,6 +644,10 @@ class Crossing:
         (AUTOTRAINER's β1 and β3 bound gradient norms, docs/science.md §8)."""
         return self.ratio if self.direction == "forward" else math.sqrt(self.ratio)
 
+    def measured_threshold(self, threshold: float) -> float:
+        """The rule's threshold in the unit of ``ratio`` (an energy backward: the norm's square)."""
+        return threshold if self.direction == "forward" else threshold * threshold
+
     @property
     def per_layer(self) -> float:
         return self.judged_ratio ** (1.0 / max(self.layers_between, 1))
