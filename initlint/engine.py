@@ -11,7 +11,10 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
+from .context import RuleContext
 from .graph import ModelGraph
+from .measurement import ProbeMeasurement
+from .prediction import Prediction, PredictionError
 
 CODE_PATTERN = re.compile(r"^[A-Z]{1,3}[0-9]{3}$")
 SLUG_PATTERN = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
@@ -44,9 +47,10 @@ class Finding:
     fix: str | None = None
     # Machine-readable numbers behind the message.
     evidence: dict = field(default_factory=dict)
-    # What the finding predicts, for the probe to check (e.g. {"forward_var_below": 1e-3}).
-    prediction: dict | None = None
-    # Filled by the probe: {"verdict": "confirmed" | "refuted" | "inconclusive", ...}.
+    # What the finding claims the probe will measure (initlint.prediction).
+    prediction: Prediction | None = None
+    # Set by the runner after the probe: {"verdict": "confirmed" | "refuted" | "inconclusive",
+    # "reason": ..., "measured": ...} (initlint.verdict).
     probe: dict | None = None
 
     def to_json(self) -> dict:
@@ -58,6 +62,7 @@ class Finding:
             "message": self.message,
             "fix": self.fix,
             "evidence": self.evidence,
+            "prediction": self.prediction.to_json() if self.prediction is not None else None,
             "probe": self.probe,
         }
 
@@ -91,7 +96,7 @@ class Rule:
     code: ClassVar[str]
     name: ClassVar[str]
     severity: ClassVar[Severity]
-    # "static" rules read the graph; "probe" rules read the probe's measurements.
+    # "static" rules read the graph; "probe" rules also read the probe's measurement (ctx.probe).
     stage: ClassVar[str] = "static"
     # Needs the model structure (not just its weights).
     needs_structure: ClassVar[bool] = False
@@ -103,7 +108,7 @@ class Rule:
     def __init__(self, settings: dict[str, Any] | None = None):
         self.settings = {**self.options, **(settings or {})}
 
-    def check(self, graph: ModelGraph) -> Iterable[Finding]:
+    def check(self, ctx: RuleContext) -> Iterable[Finding]:
         raise NotImplementedError
 
     def finding(self, location: str, message: str, severity: Severity | None = None, **extra) -> Finding:
@@ -190,7 +195,9 @@ def registry() -> Registry:
     if _REGISTRY is not None:
         return _REGISTRY
     reg = Registry()
-    from . import rules as builtin
+    # Imported by name: rules/ installs as initlint.rules (a static import here would also make
+    # the engine look like it depends on everything the package's __init__ pulls in).
+    builtin = importlib.import_module(f"{__package__}.rules")
 
     for info in sorted(pkgutil.iter_modules(builtin.__path__), key=lambda m: m.name):
         module_name = f"{builtin.__name__}.{info.name}"
@@ -219,9 +226,18 @@ class RuleRun:
     skipped: dict[str, str]  # code -> why the rule did not apply
 
 
-def run_rules(graph: ModelGraph, rules: Iterable[type[Rule]], settings: dict[str, dict] | None = None, stage: str = "static") -> RuleRun:
+def run_rules(
+    graph: ModelGraph | RuleContext,
+    rules: Iterable[type[Rule]],
+    settings: dict[str, dict] | None = None,
+    stage: str = "static",
+    probe: ProbeMeasurement | None = None,
+) -> RuleRun:
     """Run the rules of ``stage``: "static" ones read the graph, "probe" ones also read the
-    probe's measurement in graph.metadata["probe"]."""
+    probe's measurement (``probe``; they find nothing without one). Each finding's prediction
+    is checked against the graph: a span the probe cannot measure fails the rule."""
+    ctx = graph if isinstance(graph, RuleContext) else RuleContext(graph, probe if probe is not None and probe.ok else None)
+    graph = ctx.graph
     findings: list[Finding] = []
     failures: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -233,7 +249,13 @@ def run_rules(graph: ModelGraph, rules: Iterable[type[Rule]], settings: dict[str
             continue
         rule = rule_cls((settings or {}).get(rule_cls.code))
         try:
-            findings.extend(rule.check(graph))
+            made = list(rule.check(ctx))
+            for finding in made:
+                if finding.prediction is not None and not isinstance(finding.prediction, Prediction):
+                    raise PredictionError(f"{finding.location}: a prediction is an initlint.prediction.Prediction, not {type(finding.prediction).__name__}")
+                if finding.prediction is not None:
+                    finding.prediction.validate(graph)
+            findings.extend(made)
         except Exception as exc:
             last = traceback.extract_tb(exc.__traceback__)[-1]
             failures[rule_cls.code] = f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})"

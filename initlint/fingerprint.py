@@ -137,8 +137,8 @@ def is_orthogonal(weight: g.Tensor, unit_axis: int = 0) -> bool:
     under transposition, so the test reads the lines the statistics pass kept of that matrix
     (``unit_axis`` is accepted for callers that know the layer's unit axis; it is not needed).
     """
-    if weight.ndim < 2 or weight.stats.var <= 0:
-        return False
+    if weight.ndim < 2 or not 0 < weight.stats.var < math.inf or not math.isfinite(weight.stats.mean_sq):
+        return False  # orthogonal weights are bounded by their gain: no overflowing moments
     rows = weight.shape[0]
     cols = weight.size // max(rows, 1)
     sample = weight.stats.sample_lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -267,12 +268,14 @@ class ModelGraph:
 
     @functools.cached_property
     def _consumers(self) -> dict[str, list[Layer]]:
-        consumers: dict[str, list[Layer]] = {name: [] for name in self.layers}
+        # Keyed by name, each consumer once (a layer may read one producer twice): linear in
+        # the edges, where comparing Layer dataclasses in a list was quadratic in a value's readers.
+        consumers: dict[str, dict[str, Layer]] = {name: {} for name in self.layers}
         for layer in self.layers.values():
             for producer in layer.inputs:
-                if producer in consumers and layer not in consumers[producer]:
-                    consumers[producer].append(layer)
-        return consumers
+                if producer in consumers:
+                    consumers[producer].setdefault(layer.name, layer)
+        return {name: list(readers.values()) for name, readers in consumers.items()}
 
     def consumers(self, layer: Layer) -> list[Layer]:
         return self._consumers.get(layer.name, [])
@@ -286,10 +289,10 @@ class ModelGraph:
     def downstream(self, layer: Layer, through: frozenset[str] = TRANSPARENT_KINDS) -> list[Layer]:
         """The first layers after ``layer`` that are not of a kind in ``through``."""
         found: list[Layer] = []
-        stack = list(self.consumers(layer))
+        stack = deque(self.consumers(layer))
         seen: set[str] = set()
         while stack:
-            nxt = stack.pop(0)
+            nxt = stack.popleft()
             if nxt.name in seen:
                 continue
             seen.add(nxt.name)
@@ -302,10 +305,10 @@ class ModelGraph:
     def upstream(self, layer: Layer, through: frozenset[str] = TRANSPARENT_KINDS) -> list[Layer]:
         """The nearest layers before ``layer`` that are not of a kind in ``through``."""
         found: list[Layer] = []
-        stack = list(self.producers(layer))
+        stack = deque(self.producers(layer))
         seen: set[str] = set()
         while stack:
-            prev = stack.pop(0)
+            prev = stack.popleft()
             if prev.name in seen:
                 continue
             seen.add(prev.name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .probe.confirm import EXPLODING_VARIANCE, VANISHING_VARIANCE
+from .measurement import EXPLODING_VARIANCE, VANISHING_VARIANCE
 
 GRADIENT_BOUNDS = (1e-3, 70.0)  # docs/science.md §8, as in IL401/IL402
 
@@ -67,11 +67,11 @@ def _predictions(ax, findings, rows) -> None:
             index[row["weight"]] = i
     labelled = set()
     for finding in findings or []:
-        prediction = finding.prediction or {}
-        # Without a layer, a forward ratio is that of the last layer, a gradient ratio that of the first.
+        prediction = finding.prediction.to_json() if finding.prediction is not None else {}
+        kind = {"forward_variance_ratio": "forward_ratio", "gradient_energy_ratio": "backward_ratio"}.get(prediction.get("quantity"))
         for key, colour, marker, default in (("forward_ratio", "tab:blue", "o", len(rows) - 1), ("backward_ratio", "tab:red", "s", 0)):
-            at = index.get(prediction.get("layer"), default)
-            value = prediction.get(key)
+            at = index.get(prediction.get("to_layer"), default)
+            value = prediction.get("predicted") if kind == key else None
             if isinstance(value, (int, float)) and value > 0:
                 if key == "backward_ratio":
                     value = value**0.5  # predicted as a variance; the curve is an amplitude

@@ -1,4 +1,5 @@
-"""Lint one target end to end: load -> model graph -> rules -> (probe) -> result."""
+"""Lint one target end to end. The runner owns the stages: load -> model graph -> static rules ->
+probe (when it runs) -> probe-stage rules and the verdicts on the static findings -> result."""
 
 from __future__ import annotations
 
@@ -7,26 +8,18 @@ import time
 from dataclasses import dataclass, field
 
 from .config import location_matches, path_matches
+from .context import RuleContext
 from .engine import Finding, Rule, Severity, registry, run_rules
 from .errors import InitlintError
 from .graph import ModelGraph
-from .loaders import LoadOptions, detect_format, load
-from .probe import ProbeOptions, probe_target
+from .loaders import detect_format, load
+from .measurement import ProbeMeasurement
+from .options import LintOptions
+from .probe import ProbeOptions, run_probe
+from .probe.budget import auto_budget_refusal
+from .verdict import judge
 
-
-@dataclass
-class LintOptions:
-    select: list[str] | None = None
-    ignore: list[str] = field(default_factory=list)
-    probe: str = "auto"  # auto | always | never
-    load: LoadOptions = field(default_factory=LoadOptions)
-    # rule code -> {option: value}
-    rule_settings: dict[str, dict] = field(default_factory=dict)
-    # layer/parameter glob -> codes, and model-path glob -> codes, not reported there (config.py).
-    per_layer_ignores: dict[str, list[str]] = field(default_factory=dict)
-    per_file_ignores: dict[str, list[str]] = field(default_factory=dict)
-    root: str | None = None  # the directory per-file-ignores globs are relative to
-    probe_options: ProbeOptions = field(default_factory=ProbeOptions)
+__all__ = ["LintOptions", "TargetResult", "lint_graph", "lint_target", "selected_rules"]
 
 
 @dataclass
@@ -42,6 +35,7 @@ class TargetResult:
     # code -> "ran" | "skipped: why" | "failed: error", for each rule selected for this target.
     rules: dict[str, str] = field(default_factory=dict)
     signal: list[dict] | None = None  # predicted variance per layer (initlint.signal)
+    summary: dict | None = None  # model_summary() kept where the graph is dropped (worker processes)
 
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
@@ -62,7 +56,7 @@ class TargetResult:
     def model_summary(self) -> dict | None:
         """What was read: size, depth and, for ONNX, the file's IR and opset versions."""
         if self.graph is None:
-            return None
+            return self.summary
         graph = self.graph
         summary = {
             "layers": len(graph.layers),
@@ -91,7 +85,8 @@ def _layer_ignored(finding: Finding, options: LintOptions) -> bool:
 
 def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) -> None:
     rules = selected_rules(options, result.target)
-    run = run_rules(graph, rules, options.rule_settings)
+    ctx = RuleContext(graph)
+    run = run_rules(ctx, rules, options.rule_settings)
     result.findings = [f for f in run.findings if not _layer_ignored(f, options)]
     if len(result.findings) < len(run.findings):
         result.notes.append(f"{len(run.findings) - len(result.findings)} finding(s) suppressed by per-layer-ignores")
@@ -101,10 +96,8 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
             result.rules[rule.code] = "ran" if why is None else f"{'skipped' if rule.code in run.skipped else 'failed'}: {why}"
     result.notes.extend(graph.notes)
     if graph.has_structure:
-        from .signal import signal_of  # computed once per graph, shared with the IL3xx rules
-
         try:
-            propagated = signal_of(graph)
+            propagated = ctx.signal  # computed once per graph, shared with the IL3xx rules
             result.signal = propagated.to_json()
             result.notes.extend(propagated.notes)
         except Exception as exc:  # the findings stand without it
@@ -115,12 +108,94 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
         result.notes.append(f"{code} failed and was skipped: {error}")
     for module, error in registry().broken.items():
         result.notes.append(f"rule module {module} could not be loaded: {error}")
-    if options.probe != "never":
-        probe_target(graph, result, options)
-        result.findings = [f for f in result.findings if not _layer_ignored(f, options)]
-    for rule in rules:
-        if rule.stage == "probe":
-            result.rules.setdefault(rule.code, "skipped: the probe-stage rules run with --probe always")
+    probe_rules = [rule for rule in rules if rule.stage == "probe"]
+    measurement, why_not = _probe_stage(graph, options, result)
+    confirm_findings(result.findings, measurement, why_not)
+    if measurement is None or not measurement.ok:
+        for rule in probe_rules:
+            result.rules.setdefault(rule.code, f"skipped: {why_not or 'the probe did not run'}")
+        return
+    probe_run = run_rules(RuleContext(graph, measurement), probe_rules, options.rule_settings, stage="probe")
+    for finding in probe_run.findings:  # a probe-stage finding is itself a measurement
+        finding.probe = {"verdict": "confirmed", "reason": "measured by the probe"}
+    result.findings.extend(f for f in probe_run.findings if not _layer_ignored(f, options))
+    for rule in probe_rules:
+        result.rules[rule.code] = f"failed: {probe_run.failures[rule.code]}" if rule.code in probe_run.failures else "ran"
+    for code, error in probe_run.failures.items():
+        result.notes.append(f"{code} failed and was skipped: {error}")
+    _plot(graph, options, result)
+
+
+def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult) -> tuple[ProbeMeasurement | None, str | None]:
+    """Run the probe when the mode and the auto budget allow: (measurement, why it did not run)."""
+    if options.probe == "never":
+        return None, "the probe was not run (--probe never)"
+    if not graph.has_structure:
+        return None, "the probe needs the model structure (a module:callable spec or an ONNX file)"
+    if options.probe == "auto":
+        refusal = auto_budget_refusal(graph, options.load.input_shapes)
+        if refusal:
+            result.notes.append(f"the dynamic probe did not run: {refusal}; use --probe always to run it")
+            return None, refusal
+    predictions = [f.prediction for f in result.findings if f.prediction is not None]
+    probe_options: ProbeOptions = options.probe_options or ProbeOptions()
+    measurement = run_probe(graph, options.load.input_shapes, options.load.input_dtype, probe_options, predictions)
+    result.probe = measurement.to_json()
+    result.notes.extend(measurement.notes)
+    if not measurement.ok:
+        result.notes.append(f"the dynamic probe did not run to the end: {measurement.reason}")
+        return measurement, measurement.reason
+    result.notes.append(summary_line(measurement))
+    return measurement, None
+
+
+def confirm_findings(findings: list[Finding], probe: ProbeMeasurement | None, why_not: str | None = None) -> None:
+    """Set ``finding.probe`` on every finding; a refuted one drops to info and says why."""
+    for finding in findings:
+        if probe is None or not probe.ok:
+            finding.probe = {"verdict": "inconclusive", "reason": why_not or "the probe did not run"}
+            continue
+        if finding.prediction is None:
+            finding.probe = {"verdict": "inconclusive", "reason": "the finding makes no claim the probe measures"}
+            continue
+        finding.probe = judge(finding.prediction, probe)
+        if finding.probe["verdict"] == "refuted" and finding.severity > Severity.INFO:
+            finding.probe["original_severity"] = str(finding.severity)
+            finding.severity = Severity.INFO
+            finding.message += f" (refuted by the probe: {finding.probe['reason']})"
+
+
+def summary_line(probe: ProbeMeasurement) -> str:
+    """One line for the text report: what the probe ran and what it measured."""
+
+    def fmt(value) -> str:
+        return "n/a" if value is None else f"{value:.3g}"
+
+    shapes = ", ".join("x".join(str(d) for d in shape) for shape in probe.input_shapes.values())
+    line = (
+        f"probe: {len(probe.seeds)} seeded batch(es) of {shapes or '?'} ({probe.loss}, {probe.device}): "
+        f"gradient ratio first/last {fmt(probe.gradient_ratio)}, forward ratio last/first {fmt(probe.forward_ratio)}, "
+        f"{len(probe.frozen_parameters)} frozen parameters, {probe.elapsed_s:.1f} s"
+    )
+    if probe.seed_note:
+        line += f" ({probe.seed_note})"
+    train = probe.train
+    if train:
+        moved = "moved" if train["moved"] else "did not move"
+        line += f"; the loss {moved} in {train['steps']} {train['optimizer']} steps ({fmt(train['loss_start'])} -> {fmt(train['loss_end'])})"
+    return line
+
+
+def _plot(graph: ModelGraph, options: LintOptions, result: TargetResult) -> None:
+    path = options.probe_options.plot if options.probe_options else None
+    if not path or result.probe is None:
+        return
+    from .plot import plot_probe
+
+    try:
+        plot_probe(result.probe, result.findings, path, title=graph.target)
+    except Exception as exc:
+        result.notes.append(f"the plot could not be written to {path} ({type(exc).__name__}: {exc})")
 
 
 def lint_target(target: str, options: LintOptions) -> TargetResult:

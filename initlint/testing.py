@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 from .engine import Example, Finding, Rule, registry, run_rules
-from .examples import plain_mlp  # noqa: F401  (re-exported: tests build the same stacks)
+from .example_models import plain_mlp  # noqa: F401  (re-exported: tests build the same stacks)
 from .graph import ModelGraph
 
 
@@ -60,13 +60,14 @@ def graph_of(model, form: str, example_input=None, tmp_path: Path | None = None)
 
 def findings_for(rule: type[Rule], graph: ModelGraph, example: Example | None = None) -> list[Finding]:
     """The rule's findings; a probe-stage rule first gets the probe run on the example's input."""
+    measurement = None
     if rule.stage == "probe":
         from .probe import run_probe
 
         shapes = {"": example.input_shape} if example is not None else {}
-        graph.metadata["probe"] = run_probe(graph, shapes, example.input_dtype if example is not None else None)
-        assert graph.metadata["probe"]["status"] == "ok", graph.metadata["probe"]["reason"]
-    run = run_rules(graph, [rule], stage=rule.stage)
+        measurement = run_probe(graph, shapes, example.input_dtype if example is not None else None)
+        assert measurement.ok, measurement.reason
+    run = run_rules(graph, [rule], stage=rule.stage, probe=measurement)
     assert not run.failures, run.failures
     return run.findings
 

@@ -7,6 +7,17 @@ import numpy as np
 from initlint import activations
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.prediction import Claim, Prediction, Quantity
+from initlint.signal import scalar
+from initlint.example_models import (  # shared with IL404's examples
+    lora_b_zero_a_random,
+    lora_with_a_and_b_zero,
+    rezero_gate,
+    two_consecutive_zero_layers,
+    zero_classifier_head,
+    zero_last_conv_of_residual_branch,
+    zero_linear_before_relu,
+)
 
 # Outcomes of following a zero layer's output downstream, from harmless to fatal.
 ALLOWED, RECOVERABLE, FATAL = 0, 1, 2
@@ -63,7 +74,8 @@ class ZeroWeights(Rule):
     name = "zero-weights"
     severity = Severity.ERROR
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         claimed = set()
         for layer in graph.layers.values():
             weight = layer.weight
@@ -81,7 +93,7 @@ class ZeroWeights(Rule):
                 continue
             severity = Severity.ERROR if outcome == FATAL else Severity.WARNING
             # A fatal zero pattern predicts a permanently zero gradient, which the probe checks.
-            prediction = {"frozen_parameters": [weight.name], "layer": layer.name} if outcome == FATAL else None
+            prediction = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if outcome == FATAL else None
             yield self.finding(weight.name, f"all {weight.size:,} values are 0.0: {why}", severity, evidence={**evidence, "case": why}, fix=_FIX, prediction=prediction)
         for name, tensor in graph.tensors.items():
             if name in claimed or tensor.ndim < 2 or tensor.stats.count == 0 or not tensor.stats.all_zero:
@@ -157,7 +169,7 @@ def _follow(graph, node: g.Layer, value: np.ndarray, origin: g.Layer, activation
         if activations.blocks_gradient(name, value):
             where = "0" if is_zero else "<= 0"
             return FATAL, f"it feeds {name} at a constant pre-activation {where}, whose gradient is exactly 0: this layer and every layer before it get zero gradient forever"
-        applied = activations.apply(name, value, node.attrs.get("alpha"))
+        applied = activations.apply(name, value, scalar(node.attrs.get("alpha")))
         if applied is None:
             return RECOVERABLE, f"its output is constant at init (then {name})"
         return _continue(graph, node, applied, origin, name, depth)
@@ -238,23 +250,8 @@ def _is_zero_layer(layer: g.Layer) -> bool:
 # --- examples: the models this rule must and must not flag -----------------------------------
 
 
-def zero_linear_before_relu():
-    import torch.nn as nn
-
-    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
-    nn.init.zeros_(model[2].weight)
-    nn.init.zeros_(model[2].bias)
-    return model
 
 
-def two_consecutive_zero_layers():
-    import torch.nn as nn
-
-    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 4))
-    for layer in (model[2], model[4]):
-        nn.init.zeros_(layer.weight)
-        nn.init.zeros_(layer.bias)
-    return model
 
 
 def zero_conv_batchnorm_relu():
@@ -273,75 +270,16 @@ def zero_conv_batchnorm_relu():
     return model
 
 
-def _lora_model(zero_a: bool):
-    import torch.nn as nn
-
-    class LoRALinear(nn.Module):
-        def __init__(self, features: int, rank: int = 4):
-            super().__init__()
-            self.base = nn.Linear(features, features)
-            self.lora_A = nn.Linear(features, rank, bias=False)
-            self.lora_B = nn.Linear(rank, features, bias=False)
-            nn.init.kaiming_uniform_(self.lora_A.weight, a=5**0.5)
-            nn.init.zeros_(self.lora_B.weight)
-            if zero_a:
-                nn.init.zeros_(self.lora_A.weight)
-
-        def forward(self, x):
-            return self.base(x) + self.lora_B(self.lora_A(x)) * 2.0
-
-    return nn.Sequential(nn.Linear(16, 32), nn.ReLU(), LoRALinear(32), nn.ReLU(), nn.Linear(32, 4))
 
 
-def lora_with_a_and_b_zero():
-    return _lora_model(zero_a=True)
 
 
-def lora_b_zero_a_random():
-    return _lora_model(zero_a=False)
 
 
-def zero_last_conv_of_residual_branch():
-    import torch.nn as nn
-
-    class Block(nn.Module):
-        def __init__(self, channels: int):
-            super().__init__()
-            self.conv1 = nn.Conv2d(channels, channels, 3, padding=1)
-            self.relu = nn.ReLU()
-            self.conv2 = nn.Conv2d(channels, channels, 3, padding=1)
-            nn.init.zeros_(self.conv2.weight)  # Fixup: the branch starts as the identity
-            nn.init.zeros_(self.conv2.bias)
-
-        def forward(self, x):
-            return self.relu(x + self.conv2(self.relu(self.conv1(x))))
-
-    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), Block(8), Block(8), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
 
 
-def zero_classifier_head():
-    import torch.nn as nn
-
-    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
-    nn.init.zeros_(model[4].weight)
-    nn.init.zeros_(model[4].bias)
-    return model
 
 
-def rezero_gate():
-    import torch
-    import torch.nn as nn
-
-    class ReZeroBlock(nn.Module):
-        def __init__(self, features: int):
-            super().__init__()
-            self.fc = nn.Linear(features, features)
-            self.alpha = nn.Parameter(torch.zeros(1))
-
-        def forward(self, x):
-            return x + self.alpha * torch.relu(self.fc(x))
-
-    return nn.Sequential(nn.Linear(16, 32), ReZeroBlock(32), ReZeroBlock(32), nn.Linear(32, 4))
 
 
 def lone_zero_layer_before_tanh():

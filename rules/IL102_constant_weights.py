@@ -47,7 +47,8 @@ class ConstantWeights(Rule):
     name = "constant-weights"
     severity = Severity.ERROR
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         candidates = [
             layer
             for layer in graph.layers.values()

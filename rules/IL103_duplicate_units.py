@@ -44,7 +44,8 @@ class DuplicateUnits(Rule):
     name = "duplicate-units"
     severity = Severity.WARNING
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         for layer in graph.layers.values():
             if layer.kind not in (g.LINEAR, g.CONV, g.CONV_TRANSPOSE) or layer.weight is None or layer.weight.ndim < 2:
                 continue

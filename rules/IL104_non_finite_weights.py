@@ -42,7 +42,8 @@ class NonFiniteWeights(Rule):
     name = "non-finite-weights"
     severity = Severity.ERROR
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         parameters = {t.name for layer in graph.layers.values() for t in layer.params.values()}
         for name, tensor in graph.tensors.items():
             if not tensor.dtype.startswith(("float", "bfloat")):

@@ -53,7 +53,8 @@ class NonzeroMeanWeights(Rule):
     severity = Severity.ERROR
     options = {"z_threshold": 6.0, "coherent_warning": 2.0, "coherent_error": 4.0}
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         for layer in graph.layers.values():
             weight = layer.weight
             if weight is None or weight.ndim < 2 or layer.kind == g.EMBEDDING or not layer.is_weighted:

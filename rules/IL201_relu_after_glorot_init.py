@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
-from initlint.fingerprint import fingerprint
-from initlint.signal import activation_gains, plain_chains, weight_variance
-from initlint.examples import plain_mlp
+from initlint.prediction import Claim, Prediction, Quantity
+from initlint.signal import activation_gains, plain_chains, scalar, weight_variance
+from initlint.example_models import plain_mlp
 
 
 class ReluAfterGlorotInit(Rule):
@@ -66,11 +66,12 @@ class ReluAfterGlorotInit(Rule):
     needs_structure = True
     options = {"warning_below": 0.1, "error_below": 1e-3}
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         def glorot_relu(layer: g.Layer, activation: g.Layer) -> bool:
             if activation.activation not in g.RELU_FAMILY:
                 return False
-            fp = fingerprint(layer)
+            fp = ctx.fingerprint(layer)
             return fp is not None and fp.has("glorot_") and not any("_fan_in" in name for name in fp.names)
 
         for chain in plain_chains(graph, glorot_relu):
@@ -80,17 +81,17 @@ class ReluAfterGlorotInit(Rule):
                 kept *= layer.fan_in * weight_variance(layer) * gains[0]
             per_layer = kept ** (1.0 / len(chain))
             if kept <= self.settings["error_below"]:
-                severity = Severity.ERROR
+                severity, bound = Severity.ERROR, self.settings["error_below"]
             elif kept <= self.settings["warning_below"]:
-                severity = Severity.WARNING
+                severity, bound = Severity.WARNING, self.settings["warning_below"]
             else:
-                severity = Severity.INFO
-            if all(_undecided(fingerprint(layer)) for layer, _ in chain):
+                severity, bound = Severity.INFO, None
+            if all(_undecided(ctx.fingerprint(layer)) for layer, _ in chain):
                 # Glorot and another family fit equally well (a stem conv 64×3×3×3 where He
                 # fan_out is within 5%): report both, never guess (docs/science.md §7).
                 severity = Severity.INFO
             first, first_act = chain[0]
-            fp = fingerprint(first)
+            fp = ctx.fingerprint(first)
             count = f"{len(chain)} consecutive layers" if len(chain) > 1 else "1 layer"
             yield self.finding(
                 first.weight.name,
@@ -103,7 +104,7 @@ class ReluAfterGlorotInit(Rule):
                     "kept_per_layer": per_layer,
                     "kept": kept,
                 },
-                prediction={"forward_ratio": kept, "backward_ratio": kept, "layer": chain[-1][0].name},
+                prediction=_prediction(ctx, chain, kept, bound) if severity > Severity.INFO else None,
                 fix=_fix(first_act),
             )
 
@@ -111,17 +112,32 @@ class ReluAfterGlorotInit(Rule):
     must_not_flag = ()
 
 
+def _prediction(ctx, chain, kept: float, bound: float) -> Prediction | None:
+    """The claim, restated over what the probe measures: ``kept`` spans every layer of the run
+    with its activation (input of the first to output of the last ReLU); the probe measures the
+    variance from the first layer's output to the last layer's output, which leaves out the
+    first layer's and the last activation's factors. Those are known statically, so the bound
+    the severity was judged on moves by the same factor (docs/science.md §8)."""
+    if len(chain) < 2:
+        return None  # one layer: no span between two measured layers
+    first, last = chain[0][0].name, chain[-1][0].name
+    span = ctx.predicted_ratio(Quantity.FORWARD_VARIANCE_RATIO, first, last)
+    if not span or kept <= 0:
+        return None
+    return Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.BELOW, bound * span / kept, from_layer=first, to_layer=last, predicted=span)
+
+
 def _undecided(fp) -> bool:
     return fp.status == "ambiguous" and any(not name.startswith("glorot_") for name in fp.names)
 
 
 def _slope(activation: g.Layer) -> float | None:
-    return float(activation.attrs["alpha"]) if "alpha" in activation.attrs else None
+    return scalar(activation.attrs.get("alpha"))
 
 
 def _fix(activation: g.Layer) -> str:
     if activation.activation in ("leaky_relu", "prelu"):
-        a = activation.attrs.get("alpha", 0.01)
+        a = 0.01 if _slope(activation) is None else _slope(activation)
         return f"nn.init.kaiming_normal_(layer.weight, a={a:g}, nonlinearity='leaky_relu') for each layer of the run (Keras: he_normal)"
     return "nn.init.kaiming_normal_(layer.weight, nonlinearity='relu') for each layer of the run (Keras: he_normal)"
 

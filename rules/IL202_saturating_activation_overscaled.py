@@ -6,8 +6,9 @@ import math
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
-from initlint.signal import activation_gains, feeding_layer, signal_of, weight_variance
-from initlint.examples import plain_mlp
+from initlint.prediction import Claim, Prediction, Quantity
+from initlint.signal import activation_gains, feeding_layer, weight_variance
+from initlint.example_models import plain_mlp
 
 # |z| beyond which each activation is saturated (docs/science.md §6, §8): its derivative is below
 # about 0.07 (tanh at 2, sigmoid at 4) or exactly 0 (the hard variants).
@@ -74,8 +75,9 @@ class SaturatingActivationOverscaled(Rule):
     needs_structure = True
     options = {"error_fraction": 0.5, "warning_fraction": 0.3}
 
-    def check(self, graph):
-        sig = signal_of(graph)
+    def check(self, ctx):
+        graph = ctx.graph
+        sig = ctx.signal
         for act in graph.layers.values():
             if act.kind != g.ACTIVATION or act.activation not in SATURATION_POINT:
                 continue
@@ -88,6 +90,7 @@ class SaturatingActivationOverscaled(Rule):
             if fraction <= self.settings["warning_fraction"]:
                 continue
             severity = Severity.ERROR if fraction > self.settings["error_fraction"] else Severity.WARNING
+            bound = self.settings["error_fraction"] if severity is Severity.ERROR else self.settings["warning_fraction"]
             sigma_w2 = layer.fan_in * weight_variance(layer)
             chi = sigma_w2 * activation_gains(act.activation, q)[1]
             direction = "explodes" if chi > 1.05 else "vanishes" if chi < 0.95 else "is preserved"
@@ -98,7 +101,8 @@ class SaturatingActivationOverscaled(Rule):
                 f"so the gradient {direction} by √χ = {math.sqrt(chi):.2f} per layer",
                 severity,
                 evidence={"pre_activation_std": std, "saturated_fraction": fraction, "sigma_w2": sigma_w2, "sqrt_chi": math.sqrt(chi), "activation": act.activation},
-                prediction={"saturated_fraction": fraction, "layer": act.name},
+                # Measured on the weighted layer's output: the pre-activations the activation reads.
+                prediction=Prediction(Quantity.SATURATED_FRACTION, Claim.ABOVE, bound, to_layer=layer.name, predicted=fraction),
                 fix="nn.init.xavier_uniform_(w, gain=nn.init.calculate_gain('tanh')) before tanh, nn.init.xavier_uniform_(w) before sigmoid",
             )
 

@@ -6,9 +6,9 @@ import math
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
-from initlint.fingerprint import NORMAL, fingerprint, scale_tolerance
+from initlint.fingerprint import NORMAL, scale_tolerance
 from initlint.signal import feeding_layer, weight_variance
-from initlint.examples import plain_mlp
+from initlint.example_models import plain_mlp
 
 
 class SeluWithoutLecun(Rule):
@@ -56,7 +56,8 @@ class SeluWithoutLecun(Rule):
     needs_structure = True
     options = {"error_factor": 0.0}
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         for act in graph.layers.values():
             if act.kind != g.ACTIVATION or act.activation != "selu":
                 continue
@@ -67,7 +68,7 @@ class SeluWithoutLecun(Rule):
             n = layer.weight.stats.finite_count
             if sigma_w2 <= 0 or abs(math.log(sigma_w2)) <= scale_tolerance(n, NORMAL):
                 continue
-            fp = fingerprint(layer)
+            fp = ctx.fingerprint(layer)
             factor = self.settings["error_factor"]
             severity = Severity.ERROR if factor and abs(math.log(sigma_w2)) > math.log(factor) else Severity.WARNING
             drift = "grows" if sigma_w2 > 1 else "shrinks"

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
+from initlint.prediction import Claim, Prediction, Quantity
 from initlint.signal import first_crossings
-from initlint.examples import plain_mlp
+from initlint.example_models import plain_mlp
+
+# The static ratios are defined as the probe measures them (initlint.prediction).
+QUANTITY = {"forward": Quantity.FORWARD_VARIANCE_RATIO, "backward": Quantity.GRADIENT_ENERGY_RATIO}
 
 
 class VanishingSignal(Rule):
     """The predicted forward signal or backward gradient shrinks below `low` along the depth.
 
     ## What it does
-    Runs static signal propagation (docs/science.md §1-§4): the second moment of every layer's
-    output, forward, and the gradient energy at every layer, backward, from each layer's
-    measured weight variance, its fans and the gain of the activation after it. Normalization
-    layers cut the chain; residual additions add variances. Reports where the forward ratio
-    (relative to the first weighted layer of the chain) or the backward ratio (relative to the
-    last) first falls below `low`, naming that layer and the factor per layer.
+    Runs static signal propagation (docs/science.md §1-§4, §11): the second moment of every
+    layer's output, means included, forward, and the gradient energy at every layer, backward,
+    from each layer's measured weight moments, its fans, the gain of the activation after it
+    and the constant scales and shifts in between (`x / 4`). Normalization layers cut the
+    chain; residual additions add variances; softmax weights average what they multiply.
+    Reports where the forward variance ratio (relative to the first weighted layer of the
+    chain) or the backward gradient norm ratio (relative to the last) first falls below `low`,
+    naming that layer and the factor per layer.
 
     ## Why is this bad?
     Each layer multiplies the signal's variance by about σ_w²·E[φ²]/q (forward) and the
@@ -40,11 +46,13 @@ class VanishingSignal(Rule):
     add normalization layers (BatchNorm/LayerNorm) or residual connections.
 
     ## Options
-    - `low` (1e-3): the ratio below which the signal counts as vanished (AUTOTRAINER's β1).
+    - `low` (1e-3): the ratio below which the signal counts as vanished (AUTOTRAINER's β1):
+      of variances forward, of gradient norms backward (a gradient energy ratio of 1e-6).
 
     ## Known false positives
     Deliberately small residual branches (LayerScale, ReZero, SkipInit, zero-init branch
-    ends) are not counted as vanishing; all-zero layers are left to IL101. Ops initlint does
+    ends), and branches whose output is under 1% of the residual sum they join, are not
+    counted as vanishing forward: the skip carries the signal past them; all-zero layers are left to IL101. Ops initlint does
     not model pass the variance through unchanged and are listed in the notes.
 
     ## References
@@ -59,13 +67,16 @@ class VanishingSignal(Rule):
     needs_structure = True
     options = {"low": 1e-3}
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         for crossing in first_crossings(graph, low=self.settings["low"]):
             yield self.finding(
                 crossing.layer.weight.name,
                 f"{crossing.direction} signal vanishes: {crossing.describe()}, below {self.settings['low']:g}",
                 evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": crossing.anchor, "layers": crossing.layers_between},
-                prediction={f"{crossing.direction}_ratio": crossing.ratio, "layer": crossing.layer.name, "reference": crossing.anchor},
+                prediction=Prediction(
+                    QUANTITY[crossing.direction], Claim.BELOW, self.settings["low"], from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
+                ),
                 fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU (xavier with the activation's gain before tanh), or add normalization/residual connections",
             )
 

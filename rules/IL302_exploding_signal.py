@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
+from initlint.prediction import Claim, Prediction, Quantity
 from initlint.signal import first_crossings
-from initlint.examples import plain_mlp
+from initlint.example_models import plain_mlp
+
+# The static ratios are defined as the probe measures them (initlint.prediction).
+QUANTITY = {"forward": Quantity.FORWARD_VARIANCE_RATIO, "backward": Quantity.GRADIENT_ENERGY_RATIO}
 
 
 class ExplodingSignal(Rule):
     """The predicted forward signal or backward gradient grows above `high` along the depth.
 
     ## What it does
-    Runs the same static signal propagation as IL301 (docs/science.md §1-§4) and reports where the
-    forward ratio (relative to the first weighted layer of a chain between normalizations) or
-    the backward ratio (relative to the last) first rises above `high`, naming that layer and
-    the factor per layer.
+    Runs the same static signal propagation as IL301 (docs/science.md §1-§4, §11) and reports
+    where the forward variance ratio (relative to the first weighted layer of a chain between
+    normalizations) or the backward gradient norm ratio (relative to the last) first rises
+    above `high`, naming that layer and the factor per layer. Softmax outputs sum to one:
+    attention averages its values and never amplifies them, whatever the logits' scale.
 
     ## Why is this bad?
     A per-layer factor above one compounds just as geometrically as one below: with N(0, 1)
@@ -36,7 +41,8 @@ class ExplodingSignal(Rule):
     `std = gain / sqrt(fan_in)`. Normalization layers cut the growth.
 
     ## Options
-    - `high` (1e3): the ratio above which the signal counts as exploding. Deep BatchNorm
+    - `high` (1e3): the ratio above which the signal counts as exploding (of variances
+      forward, of gradient norms backward). Deep BatchNorm
       networks reach gradient ratios of about 50 at init and train fine (docs/science.md §10).
 
     ## Known false positives
@@ -55,13 +61,16 @@ class ExplodingSignal(Rule):
     needs_structure = True
     options = {"high": 1e3}
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         for crossing in first_crossings(graph, high=self.settings["high"]):
             yield self.finding(
                 crossing.layer.weight.name,
                 f"{crossing.direction} signal explodes: {crossing.describe()}, above {self.settings['high']:g}",
                 evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": crossing.anchor, "layers": crossing.layers_between},
-                prediction={f"{crossing.direction}_ratio": crossing.ratio, "layer": crossing.layer.name, "reference": crossing.anchor},
+                prediction=Prediction(
+                    QUANTITY[crossing.direction], Claim.ABOVE, self.settings["high"], from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
+                ),
                 fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU, std = gain/sqrt(fan_in) for custom normal init, or add normalization",
             )
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 
 from initlint.engine import Example, Rule, Severity
-from initlint.signal import activation_gains, plain_chains, signal_of, weight_variance
-from initlint.examples import plain_mlp
+from initlint.prediction import Claim, Prediction, Quantity
+from initlint.signal import activation_gains, plain_chains, weight_variance
+from initlint.example_models import plain_mlp
 
 STACKING = frozenset({"sigmoid", "tanh", "hardsigmoid", "hardtanh"})
 
@@ -62,8 +63,9 @@ class DeepSaturatingStack(Rule):
     needs_structure = True
     options = {"min_sigmoid_layers": 5, "error_below": 1e-3, "warning_below": 0.1}
 
-    def check(self, graph):
-        sig = signal_of(graph)
+    def check(self, ctx):
+        graph = ctx.graph
+        sig = ctx.signal
         for chain in plain_chains(graph, lambda layer, act: act.activation in STACKING):
             sigmoids = sum(1 for _, act in chain if act.activation in ("sigmoid", "hardsigmoid"))
             factor = 1.0
@@ -72,8 +74,10 @@ class DeepSaturatingStack(Rule):
                 factor *= math.sqrt(max(layer.fan_out * weight_variance(layer), 0.0) * gains[1])
             if sigmoids >= self.settings["min_sigmoid_layers"] or (len(chain) >= 2 and factor <= self.settings["error_below"]):
                 severity = Severity.ERROR
+                # Five sigmoids are an error whatever the factor: the claim is the bound it crossed, if any.
+                bound = next((b for b in (self.settings["error_below"], self.settings["warning_below"]) if factor <= b), None)
             elif len(chain) >= 3 and factor <= self.settings["warning_below"]:
-                severity = Severity.WARNING
+                severity, bound = Severity.WARNING, self.settings["warning_below"]
             else:
                 continue
             first = chain[0][0]
@@ -85,12 +89,26 @@ class DeepSaturatingStack(Rule):
                 f"({sigmoids} sigmoid): predicted gradient factor {factor:.2g} across the stack (√χ = {per_layer:.3f} per layer)",
                 severity,
                 evidence={"layers": [layer.name for layer, _ in chain], "sigmoid_layers": sigmoids, "gradient_factor": factor, "sqrt_chi": per_layer},
-                prediction={"backward_ratio": factor * factor, "layer": first.name, "reference": chain[-1][0].name},
+                prediction=_prediction(ctx, chain, factor, bound),
                 fix="use ReLU/GELU with He init for hidden layers (sigmoid only for gates and outputs), or add normalization/residual connections",
             )
 
     must_flag = ()
     must_not_flag = ()
+
+
+def _prediction(ctx, chain, factor: float, bound: float | None) -> Prediction | None:
+    """``factor`` is the gradient amplitude across every layer and activation of the stack; the
+    probe measures the gradient energy from the last layer's input to the first layer's output,
+    which leaves out some of those factors. They are known statically, so the bound (squared:
+    energy) moves by the same factor as the prediction (docs/science.md §8)."""
+    if bound is None or len(chain) < 2 or factor <= 0:
+        return None
+    first, last = chain[0][0].name, chain[-1][0].name
+    span = ctx.predicted_ratio(Quantity.GRADIENT_ENERGY_RATIO, last, first)
+    if not span:
+        return None
+    return Prediction(Quantity.GRADIENT_ENERGY_RATIO, Claim.BELOW, bound * bound * span / (factor * factor), from_layer=last, to_layer=first, predicted=span)
 
 
 def _stack(depth: int, activation, init=None, width: int = 64):

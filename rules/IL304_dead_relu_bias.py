@@ -8,8 +8,9 @@ import numpy as np
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
-from initlint.signal import feeding_layer, reliable, signal_of, weight_variance
-from initlint.examples import plain_mlp
+from initlint.prediction import Claim, Prediction, Quantity
+from initlint.signal import feeding_layer, reliable, weight_variance
+from initlint.example_models import plain_mlp
 
 
 class DeadReluBias(Rule):
@@ -18,8 +19,10 @@ class DeadReluBias(Rule):
     ## What it does
     For each ReLU/ReLU6 fed by a weighted layer with a bias, predicts the standard deviation
     σ_z of the pre-activation without the bias (fan_in·Var(W) times the second moment reaching
-    the layer, from signal propagation) and counts the units with b_i < -`sigmas`·σ_z: such a unit is active with
-    probability below 0.13% (docs/science.md §5). Where a normalization sits between the layer and
+    the layer, from signal propagation, which carries the means: a negative bias before a ReLU
+    shrinks what reaches the next layer) and counts the units with b_i < -`sigmas`·σ_z: such a
+    unit is active with probability below 0.13% (docs/science.md §5). A bias that is harmless
+    at the first layer can so be fatal a few layers on, where the signal has shrunk. Where a normalization sits between the layer and
     the ReLU, its shift β_i and scale γ_i decide instead (β_i < -`sigmas`·|γ_i|). An error
     when more than `error_fraction` of the layer's units are dead, a warning above
     `warning_fraction`.
@@ -50,7 +53,7 @@ class DeadReluBias(Rule):
     fraction on real batches.
 
     ## References
-    - docs/science.md §5 (dead ReLU from bias), §8 (dead units, AUTOTRAINER γ = 0.7)
+    - docs/science.md §5 (dead ReLU from bias), §8 (dead units, AUTOTRAINER γ = 0.7), §11 (means)
     - Lu et al. 2019, "Dying ReLU and Initialization: Theory and Numerical Examples"
     """
 
@@ -60,10 +63,11 @@ class DeadReluBias(Rule):
     needs_structure = True
     options = {"sigmas": 3.0, "error_fraction": 0.5, "warning_fraction": 0.25}
 
-    def check(self, graph):
+    def check(self, ctx):
+        graph = ctx.graph
         if not reliable(graph):
             return
-        sig = signal_of(graph)
+        sig = ctx.signal
         k = self.settings["sigmas"]
         for act in graph.layers.values():
             if act.kind != g.ACTIVATION or act.activation not in ("relu", "relu6"):
@@ -71,19 +75,22 @@ class DeadReluBias(Rule):
             found = self._dead_units(graph, sig, act, k)
             if found is None:
                 continue
-            where, dead, total, threshold, source = found
+            where, layer, dead, total, threshold, source = found
             fraction = dead / total
             if fraction <= self.settings["warning_fraction"]:
                 continue
             severity = Severity.ERROR if fraction > self.settings["error_fraction"] else Severity.WARNING
+            bound = self.settings["error_fraction"] if severity is Severity.ERROR else self.settings["warning_fraction"]
             yield self.finding(
                 where.name,
-                f"{dead} of {total} units ({fraction:.0%}) have {source} below -{k:g}σ = {threshold:.3g} "
-                f"(predicted pre-activation std {threshold / k:.3g}): they are inactive for almost every input and get no gradient",
+                f"{dead} of {total} units ({fraction:.0%}) start dead and will not train: they output 0 for almost every input, "
+                f"so their weights get no gradient; their {source} is below -{k:g}σ = {-threshold:.3g} "
+                f"(predicted pre-activation std {threshold / k:.3g})",
                 severity,
                 evidence={"dead_units": dead, "units": total, "fraction": fraction, "threshold": threshold},
-                prediction={"dead_fraction_above": min(fraction, 0.7), "layer": act.name},
-                fix="nn.init.zeros_(bias) (or a small positive constant) for layers followed by ReLU",
+                # Measured after the weighted layer that feeds the ReLU (through the normalization).
+                prediction=Prediction(Quantity.DEAD_FRACTION, Claim.ABOVE, bound, to_layer=layer.name, predicted=fraction) if layer is not None else None,
+                fix=f'nn.init.zeros_(model.get_parameter("{where.name}")) (or nn.init.constant_(..., 0.01)): a layer followed by ReLU starts with its bias at or just above 0',
             )
 
     def _dead_units(self, graph, sig, act, k):
@@ -98,7 +105,9 @@ class DeadReluBias(Rule):
             b = np.asarray(beta.values(), dtype=np.float64)
             scale = np.abs(np.asarray(gamma.values(), dtype=np.float64)) if gamma is not None and gamma.shape == beta.shape else np.ones_like(b)
             dead = int(np.sum(b < -k * scale))
-            return beta, dead, b.size, float(k * np.median(scale)), "normalization shift β"
+            feeding = graph.upstream(node)
+            weighted = feeding[0] if len(feeding) == 1 and feeding[0].is_weighted else None
+            return beta, weighted, dead, b.size, float(k * np.median(scale)), "normalization shift β"
         layer = feeding_layer(graph, act)
         if layer is None or layer.bias is None or layer.bias.ndim != 1 or not layer.fan_in:
             return None
@@ -109,7 +118,7 @@ class DeadReluBias(Rule):
         sigma_z = math.sqrt(max(layer.fan_in * weight_variance(layer) * sig[layer.name].q_in, 0.0))
         b = np.asarray(layer.bias.values(), dtype=np.float64)
         threshold = k * sigma_z
-        return layer.bias, int(np.sum(b < -threshold)), b.size, threshold, "bias"
+        return layer.bias, layer, int(np.sum(b < -threshold)), b.size, threshold, "bias"
 
 
 def _relu_mlp(bias: float | None, depth: int = 4, width: int = 64):
@@ -130,6 +139,10 @@ def conv_batchnorm_relu_negative_shift():
     return model
 
 
+def relu_mlp_10_bias_minus_1():
+    return _relu_mlp(-1.0, depth=10)
+
+
 def relu_mlp_zero_bias():
     return _relu_mlp(0.0)
 
@@ -143,9 +156,10 @@ def relu_mlp_small_negative_bias():
 
 
 DeadReluBias.must_flag = (
-    # Only the first layer: behind it the mean-field model, which treats biases as noise
-    # around zero, cannot see that the next layers' inputs are all zero too.
     Example(relu_mlp_bias_minus_5, flagged=("0.bias",), severity="error"),
+    # -1 is within 3σ at the first two layers; the negative means shrink the signal until the
+    # third layer's units are all dead.
+    Example(relu_mlp_10_bias_minus_1, flagged=("4.bias",), severity="error"),
     Example(conv_batchnorm_relu_negative_shift, flagged=("1.bias",), severity="error", input_shape=(2, 3, 8, 8)),
 )
 DeadReluBias.must_not_flag = (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
-from initlint.probe import gradient_flow, measurement_of
 
 
 class VanishingGradient(Rule):
@@ -69,11 +68,12 @@ class VanishingGradient(Rule):
     needs_structure = True
     options = {"gradient_ratio_below": 1e-3, "forward_ratio_below": 1e-6, "relative_gradient_below": 1e-6}
 
-    def check(self, graph):
-        probe = measurement_of(graph)
+    def check(self, ctx):
+        graph = ctx.graph
+        probe = ctx.probe
         if probe is None:
             return
-        flow = gradient_flow(probe)
+        flow = probe.gradient_flow()
         gradient, forward, first, last = flow.gradient, flow.forward, flow.first, flow.last
         location, evidence = flow.location, flow.evidence
         if gradient is not None and gradient < self.settings["gradient_ratio_below"]:
@@ -95,11 +95,11 @@ class VanishingGradient(Rule):
             )
             return
         kinds = {layer.name: layer.kind for layer in graph.layers.values()}
-        for row in probe.get("layers", []):
-            relative = row.get("grad_to_weight")
-            if relative and 0 < relative < self.settings["relative_gradient_below"] and kinds.get(row["layer"]) != g.EMBEDDING:
+        for row in probe.layers:
+            relative = row.grad_to_weight
+            if relative and 0 < relative < self.settings["relative_gradient_below"] and kinds.get(row.layer) != g.EMBEDDING:
                 yield self.finding(
-                    row.get("weight") or row["layer"],
+                    row.weight or row.layer,
                     f"its weight gradient is {relative:.2g} of the weight's norm (below {self.settings['relative_gradient_below']:g}): this layer barely learns",
                     Severity.WARNING,
                     evidence={"grad_to_weight": relative},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
-from initlint.probe import gradient_flow, measurement_of
 
 
 class ExplodingGradient(Rule):
@@ -62,11 +61,11 @@ class ExplodingGradient(Rule):
     needs_structure = True
     options = {"gradient_ratio_above": 70.0, "forward_ratio_above": 1e6}
 
-    def check(self, graph):
-        probe = measurement_of(graph)
+    def check(self, ctx):
+        probe = ctx.probe
         if probe is None:
             return
-        flow = gradient_flow(probe)
+        flow = probe.gradient_flow()
         gradient, forward, first, last = flow.gradient, flow.forward, flow.first, flow.last
         location, evidence = flow.location, flow.evidence
         if gradient is not None and gradient > self.settings["gradient_ratio_above"]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
-from initlint.probe import measurement_of
 
 
 class DeadUnits(Rule):
@@ -60,21 +59,22 @@ class DeadUnits(Rule):
     needs_structure = True
     options = {"dead_fraction_above": 0.7, "min_units": 32}
 
-    def check(self, graph):
-        probe = measurement_of(graph)
+    def check(self, ctx):
+        graph = ctx.graph
+        probe = ctx.probe
         if probe is None:
             return
         limit = self.settings["dead_fraction_above"]
         # An all-zero layer outputs its bias, not a dead unit's pre-activation: that is IL101's.
         zero = {layer.name for layer in graph.weighted_layers() if layer.weight.stats.all_zero}
-        for row in probe.get("layers", []):
-            dead = row.get("dead_fraction")
-            units = row.get("units") or 0
-            if dead is not None and dead > limit and row["layer"] not in zero and units >= self.settings["min_units"]:
+        for row in probe.layers:
+            dead = row.dead_fraction
+            units = row.units or 0
+            if dead is not None and dead > limit and row.layer not in zero and units >= self.settings["min_units"]:
                 yield self.finding(
-                    row.get("weight") or row["layer"],
-                    f"{dead:.0%} of the units after {row['layer']} are inactive (<= 0) for every sample of the probe batch (above {limit:.0%})",
-                    evidence={"dead_fraction": dead, "layer": row["layer"]},
+                    row.weight or row.layer,
+                    f"{dead:.0%} of the units after {row.layer} are inactive (<= 0) for every sample of the probe batch (above {limit:.0%})",
+                    evidence={"dead_fraction": dead, "layer": row.layer},
                     fix="initialize the bias to zero (or slightly positive) and keep the weights fan-scaled; consider LeakyReLU",
                 )
 

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
-from initlint.probe import measurement_of
-from initlint.probe.measure import UNFREEZE_STEPS
+from initlint.measurement import UNFREEZE_STEPS
+from initlint.example_models import (
+    lora_b_zero_a_random,
+    lora_with_a_and_b_zero,
+    rezero_gate,
+    two_consecutive_zero_layers,
+    zero_classifier_head,
+    zero_last_conv_of_residual_branch,
+    zero_linear_before_relu,
+)
 
 
 class FrozenParameters(Rule):
@@ -53,15 +61,15 @@ class FrozenParameters(Rule):
     stage = "probe"
     needs_structure = True
 
-    def check(self, graph):
-        probe = measurement_of(graph)
+    def check(self, ctx):
+        probe = ctx.probe
         if probe is None:
             return
-        for name in probe.get("frozen_parameters", []):
+        for name in probe.frozen_parameters:
             yield self.finding(
                 name,
-                f"its gradient is exactly 0 on all {len(probe['seeds'])} probe batches and still exactly 0 after up to {UNFREEZE_STEPS} plain-SGD steps on a copy: it will never train",
-                evidence={"seeds": probe["seeds"], "sgd_steps": UNFREEZE_STEPS},
+                f"its gradient is exactly 0 on all {len(probe.seeds)} probe batches and still exactly 0 after up to {UNFREEZE_STEPS} plain-SGD steps on a copy: it will never train",
+                evidence={"seeds": probe.seeds, "sgd_steps": UNFREEZE_STEPS},
                 fix="initialize the zero layer randomly (nn.init.kaiming_normal_ before ReLU); keep zeros only where the output is added to a non-zero path",
             )
 
@@ -69,40 +77,11 @@ class FrozenParameters(Rule):
     must_not_flag = ()
 
 
-def _il101_examples():
-    from initlint.rules import IL101_zero_weights as il101
-
-    return il101
-
-
-def zero_linear_before_relu():
-    return _il101_examples().zero_linear_before_relu()
-
-
-def two_consecutive_zero_layers():
-    return _il101_examples().two_consecutive_zero_layers()
-
-
-def lora_with_a_and_b_zero():
-    return _il101_examples().lora_with_a_and_b_zero()
-
-
-def lora_b_zero_a_random():
-    return _il101_examples().lora_b_zero_a_random()
-
-
-def zero_classifier_head():
-    return _il101_examples().zero_classifier_head()
-
-
-def rezero_gate():
-    return _il101_examples().rezero_gate()
-
 
 def fixup_zero_head_and_branch_ends():
     import torch.nn as nn
 
-    model = _il101_examples().zero_last_conv_of_residual_branch()
+    model = zero_last_conv_of_residual_branch()
     nn.init.zeros_(model[-1].weight)  # Fixup also zeroes the classifier: two zero links in a row
     nn.init.zeros_(model[-1].bias)
     return model

@@ -40,7 +40,11 @@ def test_check_live_module_reports_findings():
     torch.manual_seed(0)
     report = initlint.check(Net(zero_hidden=True), torch.randn(2, 16))
     assert not report.ok
-    assert [(f.code, f.location) for f in report.failing] == [("IL101", "fc1.weight")]
+    assert [(f.code, f.location) for f in report.failing if f.code != "IL404"] == [("IL101", "fc1.weight")]
+    # --probe auto runs the probe on a model this small, and it measures what the zeros freeze:
+    # everything upstream of and in fc1 (ReLU(0) = 0 passes no gradient), and the head's weight.
+    frozen = {f.location for f in report.failing if f.code == "IL404"}
+    assert frozen == {"fc0.weight", "fc0.bias", "fc1.weight", "fc1.bias", "head.weight"}
     with pytest.raises(InitFindingsError, match="fc1.weight: IL101 zero-weights") as raised:
         report.raise_for_findings()
     assert isinstance(raised.value, AssertionError) and raised.value.report is report
@@ -54,8 +58,9 @@ def test_check_healthy_module_is_ok():
 
 def test_options_override_and_validate():
     torch.manual_seed(0)
-    assert initlint.check(Net(zero_hidden=True), ignore="IL101").ok
-    assert initlint.check(Net(zero_hidden=True), per_layer_ignores={"fc1": ["IL101"]}).ok
+    # The static finding only: the probe (IL404) would measure the frozen layers too.
+    assert initlint.check(Net(zero_hidden=True), ignore="IL101", probe="never").ok
+    assert initlint.check(Net(zero_hidden=True), per_layer_ignores={"fc1": ["IL101"]}, probe="never").ok
     with pytest.raises(TypeError, match="colour"):
         initlint.check(Net(), colour=True)
     with pytest.raises(InitlintError, match="IL999"):
@@ -63,7 +68,7 @@ def test_options_override_and_validate():
 
 
 def test_project_config_applies_unless_disabled(tmp_path):
-    (tmp_path / "pyproject.toml").write_text("[tool.initlint.per-layer-ignores]\n'fc1' = ['IL101']\n")
+    (tmp_path / "pyproject.toml").write_text("[tool.initlint]\nprobe = 'never'\n[tool.initlint.per-layer-ignores]\n'fc1' = ['IL101']\n")
     torch.manual_seed(0)
     assert initlint.check(Net(zero_hidden=True)).ok
     assert not initlint.check(Net(zero_hidden=True), config=False).ok

@@ -20,8 +20,10 @@ from initlint.cli import main  # noqa: E402
 from initlint.engine import Finding, Severity  # noqa: E402
 from initlint.loaders.torch import graph_from_module  # noqa: E402
 from initlint.probe import ProbeOptions, run_probe  # noqa: E402
-from initlint.probe.confirm import check_prediction, confirm_findings  # noqa: E402
-from initlint.runner import LintOptions, TargetResult, lint_graph  # noqa: E402
+from initlint.measurement import ProbeMeasurement  # noqa: E402
+from initlint.prediction import Claim, Prediction, Quantity  # noqa: E402
+from initlint.runner import LintOptions, TargetResult, confirm_findings, lint_graph  # noqa: E402
+from initlint.verdict import judge  # noqa: E402
 from initlint.testing import export_onnx  # noqa: E402
 
 
@@ -43,17 +45,15 @@ def probe_of(model, shape=(64, 32), **options):
 def glorot_finding(depth: int) -> Finding:
     """What a static signal rule says about a ReLU + Glorot stack: the variance halves per layer."""
     predicted = 0.5 ** (depth - 1)
-    return Finding(
-        "IL301", "vanishing-signal", Severity.ERROR, "0.weight", "forward variance vanishes",
-        prediction={"forward_ratio": predicted, "backward_ratio": predicted},
-    )
+    prediction = Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.BELOW, 1e-3, from_layer="0", to_layer=str(2 * (depth - 1)), predicted=predicted)
+    return Finding("IL301", "vanishing-signal", Severity.ERROR, "0.weight", "forward variance vanishes", prediction=prediction)
 
 
 def test_deep_relu_glorot_prediction_is_confirmed():
     torch.manual_seed(0)
     _, probe = probe_of(relu_mlp(30, nn.init.xavier_uniform_))
-    assert probe["status"] == "ok"
-    assert probe["gradient_ratio"] < 1e-3 and probe["forward_ratio"] < 1e-6
+    assert probe.status == "ok"
+    assert probe.gradient_ratio < 1e-3 and probe.forward_ratio < 1e-6
     finding = glorot_finding(30)
     confirm_findings([finding], probe)
     assert finding.probe["verdict"] == "confirmed", finding.probe
@@ -63,7 +63,7 @@ def test_deep_relu_glorot_prediction_is_confirmed():
 def test_shallow_relu_glorot_vanishing_claim_is_refuted_and_drops_to_info():
     torch.manual_seed(0)
     _, probe = probe_of(relu_mlp(3, nn.init.xavier_uniform_))
-    finding = Finding("IL301", "vanishing-signal", Severity.ERROR, "0.weight", "signal vanishes", prediction={"forward_ratio_below": 1e-3, "backward_ratio_below": 1e-3})
+    finding = Finding("IL301", "vanishing-signal", Severity.ERROR, "0.weight", "signal vanishes", prediction=Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.BELOW, 1e-3, from_layer="0", to_layer="4"))
     confirm_findings([finding], probe)
     assert finding.probe["verdict"] == "refuted"
     assert finding.severity == Severity.INFO
@@ -84,10 +84,10 @@ def test_same_numbers_twice():
     graph = graph_from_module(model, "m")
     first = run_probe(graph, {"": (64, 32)}, None, ProbeOptions(seed=3))
     second = run_probe(graph, {"": (64, 32)}, None, ProbeOptions(seed=3))
-    first.pop("elapsed_s"), second.pop("elapsed_s")
-    assert first == second
+    first.elapsed_s = second.elapsed_s = 0
+    assert first.to_json() == second.to_json() and first.per_seed == second.per_seed
     other = run_probe(graph, {"": (64, 32)}, None, ProbeOptions(seed=4))
-    assert other["seeds"] == [4, 5, 6] and other["layers"] != first["layers"]
+    assert other.seeds[0] == 4 and other.layers != first.layers
 
 
 def test_user_model_is_unchanged_by_a_probe():
@@ -98,7 +98,7 @@ def test_user_model_is_unchanged_by_a_probe():
     rng = torch.random.get_rng_state()
     graph = graph_from_module(model, "m")
     probe = run_probe(graph, {"": (8, 3, 8, 8)}, None, ProbeOptions(train_steps=3))
-    assert probe["status"] == "ok" and probe["train"]["steps"] == 3
+    assert probe.status == "ok" and probe.train["steps"] == 3
     after = model.state_dict()
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)  # BN running stats included
@@ -124,15 +124,18 @@ def test_zero_layer_before_relu_is_confirmed_through_the_cli(tmp_path):
     il101 = [f for f in data["findings"] if f["code"] == "IL101"]
     assert il101 and il101[0]["probe"]["verdict"] == "confirmed"
     assert "2.weight" in data["probe"]["frozen_parameters"]
-    assert not [f for f in data["findings"] if f["code"].startswith("IL4")], "IL4xx only run with --probe always"
+    # --probe auto runs the probe-stage rules too: the zero layer and what it starves stay frozen.
+    il404 = {f["location"] for f in data["findings"] if f["code"] == "IL404"}
+    assert "2.weight" in il404 and all(f["probe"]["verdict"] == "confirmed" for f in data["findings"] if f["code"] == "IL404")
 
 
-def test_probe_never_and_auto_without_findings_skip_the_probe(tmp_path):
+def test_auto_probes_a_small_healthy_model_and_never_does_not(tmp_path):
     (tmp_path / "hmodel.py").write_text("import torch.nn as nn\n\ndef build():\n    return nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2))\n")
-    for mode in ("auto", "never"):
+    for mode, ran in (("auto", True), ("never", False)):
         result = CliRunner().invoke(main, [f"{tmp_path / 'hmodel.py'}:build", "--format", "json", "--probe", mode])
         assert result.exit_code == 0, result.output
-        assert json.loads(result.output)["results"][0]["probe"] is None
+        probe = json.loads(result.output)["results"][0]["probe"]
+        assert (probe is not None and probe["status"] == "ok") if ran else probe is None
 
 
 def test_resnet18_with_probe_always_has_no_probe_errors():
@@ -162,15 +165,15 @@ def test_input_is_inferred_from_the_first_layer():
 
     graph = graph_from_module(Tokens(), "tokens")
     probe = run_probe(graph, {}, None)
-    assert probe["status"] == "ok", probe["reason"]
-    batch, length = probe["input_shapes"]["input0"]
+    assert probe.status == "ok", probe.reason
+    batch, length = probe.input_shapes["input0"]
     assert batch >= 8 and length == 16
     pooled = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2))
     probe = run_probe(graph_from_module(pooled, "pooled"), {}, None)
-    assert probe["status"] == "ok" and probe["input_shapes"]["input0"][1:] == [3, 224, 224]
+    assert probe.status == "ok" and probe.input_shapes["input0"][1:] == [3, 224, 224]
     flat = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 26 * 26, 10))  # MNIST-sized only
     probe = run_probe(graph_from_module(flat, "flat"), {}, None)
-    assert probe["status"] == "ok" and probe["input_shapes"]["input0"][1:] == [1, 28, 28]
+    assert probe.status == "ok" and probe.input_shapes["input0"][1:] == [1, 28, 28]
 
 
 def test_onnx_model_runs_with_batch_statistics(tmp_path):
@@ -215,35 +218,42 @@ def test_missing_onnx_converter_is_inconclusive_and_named(tmp_path):
 def test_timeout_makes_verdicts_inconclusive():
     torch.manual_seed(0)
     graph, probe = probe_of(relu_mlp(30, nn.init.xavier_uniform_), timeout_s=1e-9)
-    assert probe["status"] == "timeout"
+    assert probe.status == "timeout"
     finding = glorot_finding(30)
-    confirm_findings([finding], None, probe["reason"])
+    confirm_findings([finding], probe)
     assert finding.probe["verdict"] == "inconclusive" and finding.severity == Severity.ERROR
 
 
-def test_prediction_vocabulary():
-    probe = {
-        "forward_ratio": 1e-8, "gradient_ratio": 1e-4,
-        "layers": [{"layer": "fc", "weight": "fc.weight", "forward_ratio": 0.5, "backward_ratio": 0.1, "dead_fraction": 0.9}],
-        "frozen_parameters": ["a.weight"], "measured_parameters": ["a.weight", "b.weight"],
-    }
-    assert check_prediction({"forward_ratio_below": 1e-3}, probe)[0] == "confirmed"
-    assert check_prediction({"backward_ratio_above": 70}, probe)[0] == "refuted"
-    assert check_prediction({"dead_fraction_above": 0.7, "layer": "fc.weight"}, probe)[0] == "confirmed"
-    assert check_prediction({"forward_ratio_below": 0.1, "layer": "fc"}, probe)[0] == "refuted"
-    assert check_prediction({"frozen_parameters": ["a.weight"]}, probe)[0] == "confirmed"
-    assert check_prediction({"frozen_parameters": ["b.weight"]}, probe)[0] == "refuted"
-    assert check_prediction({"frozen_parameters": ["unknown"]}, probe)[0] == "inconclusive"
-    # Predicted values: the same pathology confirms (even if stronger), a healthy measurement refutes.
-    assert check_prediction({"forward_ratio": 1e-5}, probe)[0] == "confirmed"
-    assert check_prediction({"forward_ratio": 1e-5}, {**probe, "forward_ratio": 0.3})[0] == "refuted"
-    assert check_prediction({"backward_ratio": 1e-6}, probe)[0] == "confirmed"
-    assert check_prediction({"forward_var_below": 1e-3}, probe)[0] == "confirmed"
-    # A bound on the gradient variance ratio: the measured ratio 1e-4 is 1e-8 in variance.
-    assert check_prediction({"backward_var_below": 1e-6}, probe)[0] == "confirmed"
-    assert check_prediction({"backward_var_below": 1e-10}, probe)[0] == "refuted"
-    verdict, _, reason = check_prediction({"curvature_above": 0.5}, probe)
-    assert verdict == "inconclusive" and "curvature_above" in reason
+def _measurement(**per_seed) -> ProbeMeasurement:
+    """A measurement with per-seed rows for layers "a" and "b" (and the parameter bookkeeping)."""
+    return ProbeMeasurement(
+        "ok", seeds=[0, 1, 2], per_seed=per_seed,
+        frozen_parameters=["a.weight"], measured_parameters=["a.weight", "b.weight"],
+    )
+
+
+def test_verdicts_judge_the_rules_own_threshold_on_every_seed():
+    forward = Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.BELOW, 1e-3, from_layer="a", to_layer="b")
+    vanished = _measurement(a={"input_variance": [1.0, 1.0, 1.0]}, b={"input_variance": [1e-5, 2e-5, 3e-5]})
+    assert judge(forward, vanished)["verdict"] == "confirmed"
+    # 1.15e-3 against a bound of 1e-3 is not below it: not confirmed (the old 10x tolerance did).
+    just_above = _measurement(a={"input_variance": [1.0] * 3}, b={"input_variance": [1.15e-3, 1.2e-3, 1.1e-3]})
+    assert judge(forward, just_above)["verdict"] == "refuted"
+    straddling = _measurement(a={"input_variance": [1.0] * 3}, b={"input_variance": [0.9e-3, 1.2e-3, 1.1e-3]})
+    verdict = judge(forward, straddling)
+    assert verdict["verdict"] == "inconclusive" and "both sides" in verdict["reason"]
+    # Gradient energy: the squared ratio of the output-gradient norm at to_layer to the input one at from_layer.
+    backward = Prediction(Quantity.GRADIENT_ENERGY_RATIO, Claim.BELOW, 1e-3, from_layer="b", to_layer="a")
+    grads = _measurement(a={"grad_out_norm": [0.01] * 3}, b={"grad_norm": [1.0] * 3})
+    assert judge(backward, grads)["measured"] == pytest.approx(1e-4)
+    assert judge(backward, grads)["verdict"] == "confirmed"
+    frozen = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=("a.weight",))
+    assert judge(frozen, grads)["verdict"] == "confirmed"
+    assert judge(Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=("b.weight",)), grads)["verdict"] == "refuted"
+    unreached = judge(Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=("c.weight",)), grads)
+    assert unreached["verdict"] == "inconclusive" and unreached["reason"]
+    unwatched = judge(Prediction(Quantity.DEAD_FRACTION, Claim.ABOVE, 0.5, to_layer="z"), grads)
+    assert unwatched["verdict"] == "inconclusive" and "z" in unwatched["reason"]
 
 
 def test_saturation_is_measured_before_tanh():
@@ -254,13 +264,14 @@ def test_saturation_is_measured_before_tanh():
         nn.init.normal_(layer.weight)  # std 1 at fan-in 64: |z| ~ 8, deep in saturation
         layers += [layer, nn.Tanh()]
     _, probe = probe_of(nn.Sequential(*layers, nn.Linear(64, 10)))
-    rows = {row["layer"]: row for row in probe["layers"]}
-    assert rows["2"]["saturated_fraction"] > 0.5 and rows["8"].get("saturated_fraction") is None
-    finding = Finding("IL202", "saturating-activation-overscaled", Severity.ERROR, "2.weight", "saturates", prediction={"saturation_above": 0.5, "layer": "2"})
+    rows = {row.layer: row for row in probe.layers}
+    assert rows["2"].saturated_fraction > 0.5 and rows["8"].saturated_fraction is None
+    prediction = Prediction(Quantity.SATURATED_FRACTION, Claim.ABOVE, 0.5, to_layer="2")
+    finding = Finding("IL202", "saturating-activation-overscaled", Severity.ERROR, "2.weight", "saturates", prediction=prediction)
     confirm_findings([finding], probe)
     assert finding.probe["verdict"] == "confirmed"
     _, healthy = probe_of(relu_mlp(3, nn.init.xavier_uniform_))
-    assert all(row.get("saturated_fraction") is None for row in healthy["layers"])
+    assert all(row.saturated_fraction is None for row in healthy.layers)
 
 
 def test_plot_is_written(tmp_path):
@@ -270,7 +281,7 @@ def test_plot_is_written(tmp_path):
     torch.manual_seed(0)
     _, probe = probe_of(relu_mlp(6, nn.init.xavier_uniform_))
     for suffix in ("png", "svg"):
-        out = plot_probe(probe, [glorot_finding(6)], str(tmp_path / f"signal.{suffix}"), title="mlp")
+        out = plot_probe(probe.to_json(), [glorot_finding(6)], str(tmp_path / f"signal.{suffix}"), title="mlp")
         assert out.stat().st_size > 1000
     assert (tmp_path / "signal.svg").read_text().lstrip().startswith(("<?xml", "<svg"))
 
@@ -282,7 +293,7 @@ def test_onnx_static_path_never_imports_torch(tmp_path):
     code = textwrap.dedent(f"""
         import sys
         from initlint.runner import LintOptions, lint_target
-        for mode in ("auto", "never"):
+        for mode in ("never",):  # --probe auto runs the probe, which needs torch
             result = lint_target({str(path)!r}, LintOptions(probe=mode))
             assert result.error is None and result.probe is None, result.error
         assert "torch" not in sys.modules, "torch was imported"
@@ -296,14 +307,14 @@ def test_unavailable_device_falls_back_to_cpu_with_a_note():
         pytest.skip("a GPU is present: cuda would be used")
     torch.manual_seed(0)
     _, probe = probe_of(relu_mlp(2, nn.init.xavier_uniform_), device="cuda")
-    assert probe["status"] == "ok" and probe["device"] == "cpu"
-    assert any("not available" in note for note in probe["notes"])
+    assert probe.status == "ok" and probe.device == "cpu"
+    assert any("not available" in note for note in probe.notes)
 
 
 def test_auto_mode_leaves_very_large_models_alone(monkeypatch):
-    import initlint.probe as probe_module
+    import initlint.probe.budget as budget
 
-    monkeypatch.setattr(probe_module, "AUTO_MAX_PARAMETERS", 100)
+    monkeypatch.setattr(budget, "AUTO_MAX_PARAMETERS", 100)
     torch.manual_seed(0)
     model = relu_mlp(3, nn.init.zeros_)  # zero layers into ReLU: IL101 errors, so auto wants to probe
     graph = graph_from_module(model, "big")

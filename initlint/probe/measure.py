@@ -14,23 +14,26 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
 import sys
 import time
 from dataclasses import dataclass
 
 from .. import graph as g
 from ..graph import ModelGraph
+from ..measurement import UNFREEZE_STEPS, LayerMeasurement, ProbeMeasurement, median
+from ..prediction import Prediction
+from ..verdict import wants_more_seeds
 from .model import Runnable
 
-SEEDS_PER_PROBE = 3
+# One seed first; more (up to this many) only where a measurement is near a threshold.
+MAX_SEEDS = 3
+# The whole-model gradient ratio's bounds (IL401, IL402; docs/science.md §8), in amplitude: a
+# one-seed ratio within half a decade of one gets the other seeds too.
+GRADIENT_BOUNDS = (1e-3, 70.0)
 # Optimizer for the frozen-parameter check and --train-steps: plain SGD, because Adam's
 # per-parameter normalization trains many badly initialized nets that SGD cannot (docs/science.md §10).
 SGD_LR = 0.01
 TRAIN_LR = 0.1  # --train-steps: the usual plain-SGD rate, so a trainable net visibly moves in a few steps
-# A chain of intended zeros (Fixup: zero head and zero branch ends) unfreezes one link per step;
-# a fatal zero pattern stays frozen however many steps it gets.
-UNFREEZE_STEPS = 3
 LOSS_MOVED = 0.01  # relative change of the loss that counts as "the loss moved"
 # Pre-activation magnitude at which these activations saturate (docs/science.md §8).
 SATURATION_AT = {"tanh": 2.0, "sigmoid": 4.0}
@@ -38,6 +41,7 @@ SATURATION_AT = {"tanh": 2.0, "sigmoid": 4.0}
 
 class ProbeTimeout(Exception):
     pass
+
 
 
 @dataclass
@@ -161,7 +165,11 @@ def _output_stats(torch, value, module, unit_axis: int, dead_from_output: bool) 
     second = float(torch.dot(flat, flat)) / max(flat.numel(), 1)
     mean_u = value.mean(dim=dims)
     mean = float(mean_u.mean())
-    stats = {"units": int(value.shape[axis]), "mean": mean, "std": math.sqrt(max(second - mean * mean, 0.0)), "second_moment": second, "weight_second_moment": second}
+    # Input-dependent variance: each unit's variance across the batch (and positions), averaged
+    # over units. A bias or a constant carried from earlier layers carries no information.
+    per_unit_second = value.square().mean(dim=dims)
+    input_variance = float((per_unit_second - mean_u.square()).clamp_min(0).mean())
+    stats = {"units": int(value.shape[axis]), "mean": mean, "std": math.sqrt(max(second - mean * mean, 0.0)), "second_moment": second, "weight_second_moment": second, "input_variance": input_variance}
     bias = getattr(module, "bias", None)
     if isinstance(bias, torch.Tensor) and bias.ndim == 1 and bias.shape[0] == value.shape[axis]:
         b = bias.detach().float()
@@ -215,6 +223,12 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> 
             # Backward signal: the loss gradient with respect to the layer's input. Unlike the
             # gradient at its output, it does not depend on the scale of a weight that feeds a
             # normalization (BatchNorm divides that scale out forward and multiplies it in backward).
+            if out.requires_grad:
+
+                def out_hook(grad, row=row):
+                    row["grad_out_norm"] = float(grad.detach().float().norm())
+
+                out.register_hook(out_hook)
             inp = _activation_input(torch, _inp)
             if inp is not None and inp.requires_grad:
                 numel = inp.numel()
@@ -254,12 +268,10 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> 
         for handle in handles:
             handle.remove()
     grads = {name: p.grad for name, p in module.named_parameters() if p.requires_grad and p.grad is not None}
-    return rows, grads, float(loss.detach()), loss_name
-
-
-def _median(values: list) -> float | None:
-    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
-    return float(statistics.median(values)) if values else None
+    logits = first_tensor(output)
+    shape = {"classes": int(logits.shape[1]) if logits is not None and logits.ndim == 2 else None,
+             "output_std": float(logits.detach().float().std()) if logits is not None and logits.numel() > 1 else None}
+    return rows, grads, float(loss.detach()), loss_name, shape
 
 
 def _ratio(num, den) -> float | None:
@@ -270,25 +282,47 @@ def _ratio(num, den) -> float | None:
     return num / den
 
 
-def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, train_steps: int = 0, progress=None) -> dict:
+_MEASURED = ("units", "mean", "std", "second_moment", "weight_second_moment", "input_variance", "grad_norm", "grad_rms", "grad_out_norm",
+             "weight_grad_norm", "grad_to_weight", "dead_fraction", "saturated_fraction")
+# What verdicts are judged on, kept per seed.
+_PER_SEED = ("input_variance", "grad_norm", "grad_out_norm", "dead_fraction", "saturated_fraction")
+
+
+def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, train_steps: int = 0, progress=None,
+            predictions: tuple[Prediction, ...] = ()) -> ProbeMeasurement:
+    """One seeded pass, then more (up to MAX_SEEDS) only where a prediction or the whole-model
+    gradient ratio is near its threshold. When the budget runs out after a finished pass, what
+    was measured is kept (a one-seed result is a result); before it, ProbeTimeout."""
     import torch
 
     watched = _watch_list(graph, runnable)
     if not watched:
         raise RuntimeError("no weighted layer of the model could be watched")
+    budget.check("preparing the model")
     # named_parameters, not get_parameter: a TorchScript module has no get_parameter.
     params = dict(runnable.module.named_parameters())
     by_user_name = {user: params[inner] for inner, user in runnable.param_names.items()}
-    seeds = [seed + i for i in range(SEEDS_PER_PROBE)]
-    per_seed, zero_grads, losses, loss_name = [], None, [], ""
+    per_seed, zero_grads, losses, loss_name, seeds, shapes = [], None, [], "", [], []
+    measured_params: set[str] = set()
+    seed_note = None
     with torch.no_grad():
         weight_norms = {name: float(p.detach().float().norm()) for name, p in by_user_name.items()}
-    for i, s in enumerate(seeds):
+    for i in range(MAX_SEEDS):
+        s = seed + i
+        if i > 0:
+            partial = _assemble(graph, watched, per_seed, seeds, losses, loss_name, shapes, runnable)
+            if not _wants_more(partial, predictions):
+                break
+            per_pass = budget.elapsed / i
+            if budget.elapsed + per_pass > budget.seconds:
+                seed_note = f"{i} seed(s): another pass ({per_pass:.1f} s) would not fit the {budget.seconds:g} s budget"
+                break
         if progress:
-            progress(f"seed {i + 1}/{len(seeds)}")
-        pass_start = time.perf_counter()
-        rows, grads, loss, loss_name = _one_pass(torch, runnable, watched, s)
+            progress(f"seed {i + 1}")
+        rows, grads, loss, loss_name, shape = _one_pass(torch, runnable, watched, s)
         losses.append(loss)
+        shapes.append(shape)
+        seeds.append(s)
         # One fused norm per gradient; a zero norm is then checked exactly (a norm can underflow).
         user_grads = {user: grads[inner] for inner, user in runnable.param_names.items() if inner in grads}
         with torch.no_grad():
@@ -299,42 +333,59 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
                 rows[w.layer.name]["weight_grad_norm"] = norms[weight.name]
                 rows[w.layer.name]["grad_to_weight"] = _ratio(norms[weight.name], weight_norms.get(weight.name))
         per_seed.append(rows)
-        measured_params = set(user_grads)
+        measured_params |= set(user_grads)
         exact_zero = {user for user, norm in norms.items() if norm == 0 and not bool(torch.count_nonzero(user_grads[user]))}
         zero_grads = exact_zero if zero_grads is None else zero_grads & exact_zero
-        budget.check(f"seed {i + 1} of {len(seeds)}")
-        if i == 0:  # stop now rather than run into the budget: the passes cost about the same
-            per_pass = time.perf_counter() - pass_start
-            if budget.elapsed + per_pass * (len(seeds) - 1) > budget.seconds:
-                raise ProbeTimeout(f"one forward + backward pass takes {per_pass:.1f} s: {len(seeds)} do not fit the {budget.seconds:g} s budget (--probe-timeout)")
+        if budget.elapsed > budget.seconds:
+            seed_note = f"{len(seeds)} seed(s): the {budget.seconds:g} s budget ran out"
+            break
 
-    layers = []
+    result = _assemble(graph, watched, per_seed, seeds, losses, loss_name, shapes, runnable)
+    result.measured_parameters = sorted(measured_params)
+    result.zero_gradient_parameters = sorted(zero_grads or ())
+    result.seed_note = seed_note
+    try:
+        result.frozen_parameters = _still_frozen(torch, runnable, sorted(zero_grads or ()), seeds[0], budget) if zero_grads else []
+        if train_steps > 0:
+            if progress:
+                progress(f"{train_steps} SGD steps")
+            result.train = _train(torch, runnable, seeds[0], train_steps, budget)
+    except ProbeTimeout as exc:
+        # The passes stand; a frozen-parameter check cut short confirms nothing.
+        result.frozen_parameters = []
+        result.notes.append(f"{exc}; the measured passes are kept")
+    return result
+
+
+def _wants_more(partial: ProbeMeasurement, predictions) -> bool:
+    gradient = partial.gradient_ratio
+    if gradient is not None and gradient > 0 and any(abs(math.log10(gradient / bound)) < 0.5 for bound in GRADIENT_BOUNDS):
+        return True
+    return wants_more_seeds(list(predictions), partial)
+
+
+def _assemble(graph, watched, per_seed, seeds, losses, loss_name, shapes, runnable) -> ProbeMeasurement:
+    layers, by_seed = [], {}
     for w in watched:
         name = w.layer.name
-        row = {"layer": name, "weight": w.layer.weight.name if w.layer.weight is not None else None, "kind": w.layer.kind}
-        for key in ("units", "mean", "std", "second_moment", "weight_second_moment", "grad_norm", "grad_rms", "weight_grad_norm", "grad_to_weight", "dead_fraction", "saturated_fraction"):
-            row[key] = _median([seed_rows[name].get(key) for seed_rows in per_seed])
-        layers.append(row)
-
+        values = {key: median([rows[name].get(key) for rows in per_seed]) for key in _MEASURED}
+        if values["units"] is not None:
+            values["units"] = int(values["units"])
+        layers.append(LayerMeasurement(name, w.layer.weight.name if w.layer.weight is not None else None, w.layer.kind, **values))
+        by_seed[name] = {key: [rows[name].get(key) for rows in per_seed] for key in _PER_SEED}
     summary = _summarize(graph, layers, per_seed, watched)
-    frozen = _still_frozen(torch, runnable, sorted(zero_grads or ()), seeds[0], budget) if zero_grads else []
-    result = {
-        "seeds": seeds,
-        "loss": loss_name,
-        "loss_value": _median(losses),
-        "input_shapes": runnable.input_shapes,
-        "layers": layers,
+    return ProbeMeasurement(
+        status="ok",
+        seeds=list(seeds),
+        loss=loss_name,
+        loss_value=median(losses),
+        classes=shapes[0]["classes"] if shapes else None,
+        output_std=median([sh["output_std"] for sh in shapes]),
+        input_shapes=runnable.input_shapes,
+        layers=layers,
+        per_seed=by_seed,
         **summary,
-        "measured_parameters": sorted(measured_params),
-        "zero_gradient_parameters": sorted(zero_grads or ()),
-        "frozen_parameters": frozen,
-        "train": None,
-    }
-    if train_steps > 0:
-        if progress:
-            progress(f"{train_steps} SGD steps")
-        result["train"] = _train(torch, runnable, seeds[0], train_steps, budget)
-    return result
+    )
 
 
 def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_Watched]) -> dict:
@@ -355,16 +406,16 @@ def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_W
         if len(d) >= 2 and d[0][1] > 0 and d[-1][1] > 0:
             backward.append(_ratio(d[0][1], d[-1][1]))
             gradient_ends = (d[0][0], d[-1][0])
-    first_q = next((r["weight_second_moment"] for r in layers if r["layer"] in signal and r["weight_second_moment"]), None)
-    last_g = next((r["grad_norm"] for r in reversed(layers) if r["layer"] in signal and r["grad_norm"]), None)
+    first_q = next((r.weight_second_moment for r in layers if r.layer in signal and r.weight_second_moment), None)
+    last_g = next((r.grad_norm for r in reversed(layers) if r.layer in signal and r.grad_norm), None)
     for row in layers:  # per layer, relative to the ends, for the table and the plot
-        row["forward_ratio"] = _ratio(row["weight_second_moment"], first_q)
-        row["backward_ratio"] = _ratio(row["grad_norm"], last_g)
+        row.forward_ratio = _ratio(row.weight_second_moment, first_q)
+        row.backward_ratio = _ratio(row.grad_norm, last_g)
     return {
         "first_layer": signal[0] if signal else None,
         "last_layer": signal[-1] if signal else None,
-        "forward_ratio": _median(forward),
-        "gradient_ratio": _median(backward),
+        "forward_ratio": median(forward),
+        "gradient_ratio": median(backward),
         # The first layer whose input gradient exists (an embedding reads token ids, not a value).
         "gradient_first_layer": gradient_ends[0],
         "gradient_last_layer": gradient_ends[1],

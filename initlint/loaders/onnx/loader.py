@@ -16,7 +16,7 @@ from .byte_sources import _RAW_DTYPES, FLOAT_TYPES, _Source, _tensor_from_proto
 from .constant_folding import _alias_constant, _cast_is_float, _constant_node_tensor, _constant_of_shape, _Consts
 from .exporter_names import _module_scope, _name_generated_weights
 from .node_classifier import ACTIVATIONS, DATA_INPUT_ONLY_FIRST, SHAPE_SOURCES, _attach_bias_adds, _classify
-from .patterns import fold_decomposed_ops
+from ..patterns import fold_decomposed_ops
 from .proto_fields import _attrs, _text
 from .quantized import QUANTIZED_OPS, WEIGHT_INPUTS, classify_quantized, dequantized, rescaling_scales
 from .scan import ScanError, read_structure

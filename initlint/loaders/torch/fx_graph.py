@@ -6,6 +6,7 @@ import numpy as np
 
 from ... import graph as g
 from ...graph import Layer, ModelGraph, Tensor
+from ..patterns import fold_decomposed_ops
 from .classify import _classify_function, _function_name, classify_module
 from .op_tables import _COMPOSITE_ACTIVATIONS, _FUNCTION_PASSTHROUGH, _NORM_CLASS, _SHAPE_FUNCTIONS
 from .tensors import _share_tensors, tensor_of
@@ -126,12 +127,20 @@ def _graph_from_fx(torch, root, traced, graph: ModelGraph, lifted: dict[str, Ten
                 layer.inputs.append(produced[producer.name])
             elif producer.name in consts and not any(t is consts[producer.name] for t in layer.params.values()):
                 layer.const_inputs[position] = consts[producer.name]
-        for arg in node.args:  # python scalars: `x * 2.0`
-            if isinstance(arg, (int, float)) and not isinstance(arg, bool) and layer.kind == g.MUL:
+        arithmetic = layer.kind == g.MUL or fname in _SCALAR_OPERAND_OPS
+        for position, arg in enumerate(node.args):  # python scalars: `x * 2.0`, `x / 4`, `x + 3`
+            if isinstance(arg, (int, float)) and not isinstance(arg, bool) and arithmetic:
                 value = np.asarray(float(arg), dtype=np.float32)
-                layer.const_inputs[len(layer.const_inputs) + 100] = Tensor(f"{node.name}.scalar", (), "float32", lambda value=value: value)
+                # At the argument's position, which says which side of `c / x` or `c - x` it is.
+                key = position if position not in layer.const_inputs else len(layer.const_inputs) + 100
+                layer.const_inputs[key] = Tensor(f"{node.name}.scalar", (), "float32", lambda value=value: value)
         graph.add(layer)
         produced[node.name] = layer.name
+    fold_decomposed_ops(graph)  # hand-written activations: x * relu6(x + 3) / 6 is a Hardswish
+
+
+# Elementwise ops whose python-scalar operand is a scale or a shift the signal model applies.
+_SCALAR_OPERAND_OPS = {"add", "iadd", "sub", "isub", "rsub", "mul", "imul", "truediv", "itruediv", "div", "pow"}
 
 
 def _composite_module(node, strip_prefix: str = "") -> tuple[str, str, str, str, str | None] | None:

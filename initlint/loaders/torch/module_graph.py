@@ -8,7 +8,7 @@ from ...graph import Layer, ModelGraph
 from .classify import _module_class, classify_module
 from .export_graph import graph_from_exported
 from .fx_graph import _graph_from_fx, _trace_keeping_norms
-from .quiet import _quiet_torch_logs, _short
+from .quiet import _quiet_torch, _short
 from .tensors import _flatten_tensors, _share_tensors, tensor_of
 
 
@@ -45,7 +45,7 @@ def graph_from_module(module, target: str, example_input=None, options=None) -> 
         export_failure = "torch.export needs an example input: return (model, example_input) from the callable or pass --input-shape (and --input-dtype int64 for token ids)"
     for mode in _modes(module) if args is not None else ():
         try:
-            with _quiet_torch_logs(), _mode(module, mode):
+            with _quiet_torch(), _mode(module, mode):
                 program = torch.export.export(_tensor_outputs(torch, module), args, kwargs, strict=False)
         except Exception as exc:
             export_failure = export_failure or f"torch.export with the example input {where} failed too ({type(exc).__name__}: {_short(exc)[:160]})"

@@ -1,0 +1,95 @@
+"""Judge what a finding predicted against what the probe measured.
+
+``confirmed``: the measurement is on the claimed side of the rule's own threshold on every seed
+the probe ran. ``refuted``: it is on the other side on every seed. ``inconclusive`` only with a
+stated reason: the probe did not run to the end, the span could not be measured on this model,
+or the seeds fell on both sides of the threshold. The runner applies the verdicts to findings.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .measurement import ProbeMeasurement, median
+from .prediction import Prediction, Quantity
+
+# How close to the threshold a one-seed measurement has to be for the probe to run more seeds
+# (initlint.probe): the spread between seeds, in the quantity's natural unit.
+NEAR = {"ratio": 0.5, "fraction": 0.1, "other": 0.25}
+
+
+def near_threshold(prediction: Prediction, value: float) -> bool:
+    kind = "ratio" if prediction.quantity.is_ratio else "fraction" if prediction.quantity.is_fraction else "other"
+    return abs(prediction.margin(value)) < NEAR[kind]
+
+
+def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[list[float], str | None]:
+    """One measured value per seed (or one for the whole run), or a reason why there is none."""
+    q = prediction.quantity
+    if q is Quantity.FROZEN_PARAMETERS:
+        seen = [p for p in prediction.parameters if p in probe.measured_parameters]
+        if not seen:
+            return [], "the probe's passes did not reach these parameters (no gradient at all)"
+        frozen = set(probe.frozen_parameters)
+        return [sum(p in frozen for p in seen) / len(seen)], None
+    if q is Quantity.INITIAL_LOSS_OVER_CHANCE:
+        if probe.chance_loss is None or probe.loss_value is None:
+            return [], "the output is not a classifier's (no cross-entropy to compare with chance)"
+        return [probe.loss_value / probe.chance_loss], None
+    if q is Quantity.LOGIT_STD:
+        return ([probe.output_std], None) if probe.output_std is not None else ([], "the probe found no output tensor")
+    rows = probe.per_seed
+    for name in {prediction.from_layer, prediction.to_layer}:
+        if name not in rows:
+            return [], f"the probe could not watch {name} on this model (no module of its own)"
+    if q is Quantity.FORWARD_VARIANCE_RATIO:
+        pairs = zip(rows[prediction.to_layer].get("input_variance", []), rows[prediction.from_layer].get("input_variance", []))
+        values = [_ratio(b, a) for b, a in pairs]
+    elif q is Quantity.GRADIENT_ENERGY_RATIO:
+        pairs = zip(rows[prediction.to_layer].get("grad_out_norm", []), rows[prediction.from_layer].get("grad_norm", []))
+        values = [None if r is None else r * r for r in (_ratio(b, a) for b, a in pairs)]
+    elif q is Quantity.SATURATED_FRACTION:
+        values = rows[prediction.to_layer].get("saturated_fraction", [])
+    else:  # DEAD_FRACTION
+        values = rows[prediction.to_layer].get("dead_fraction", [])
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return [], f"the probe measured no {q.text} over this span (an exactly zero signal at its start, or no value reached it)"
+    return values, None
+
+
+def _ratio(num, den) -> float | None:
+    if num is None or den is None or den <= 0:
+        return None
+    return num / den
+
+
+def judge(prediction: Prediction, probe: ProbeMeasurement) -> dict:
+    """{"verdict", "reason", "measured", "seeds"} for one prediction."""
+    values, why = measured_values(prediction, probe)
+    if not values:
+        return {"verdict": "inconclusive", "reason": why}
+    value = median(values)
+    crossing = sum(prediction.crosses(v) for v in values)
+    side = "is" if prediction.crosses(value) else "is not"
+    text = f"measured {prediction.quantity.text} {value:.3g} {side} {prediction.claim.value} {prediction.threshold:.3g}"
+    if prediction.predicted is not None:
+        text += f" (predicted {prediction.predicted:.3g})"
+    if len(values) > 1:
+        text += f", median of {len(values)} seeds"
+    out = {"measured": value, "seeds": len(values), "reason": text}
+    if crossing == len(values):
+        return {"verdict": "confirmed", **out}
+    if crossing == 0:
+        return {"verdict": "refuted", **out}
+    out["reason"] = f"{text}; the seeds fall on both sides of the threshold ({crossing} of {len(values)} cross it)"
+    return {"verdict": "inconclusive", **out}
+
+
+def wants_more_seeds(predictions: list[Prediction], probe: ProbeMeasurement) -> bool:
+    """Whether any prediction's one-seed measurement is too close to its threshold to settle."""
+    for prediction in predictions:
+        values, _ = measured_values(prediction, probe)
+        if values and near_threshold(prediction, median(values)):
+            return True
+    return False
