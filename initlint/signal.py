@@ -35,6 +35,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import graph as g
 from . import moments as mo
 from .fingerprint import fingerprint
