@@ -141,16 +141,16 @@ class _Walker:
         self.unread_quantized: list[str] = []
         self.depth = 0
 
-    def walk(self, nodes, rename=None, tag: str = "", top_level: bool = False) -> None:
+    def walk(self, nodes, rename=None, tag: str = "", top_level: bool = False, prefix: str = "") -> None:
         rename = rename or (lambda value: value)
         scales, self_links = rescaling_scales(nodes, self.consts, rename)
         self.rescaling.update(self_links)
         for index, node in enumerate(nodes):
-            name = self.node(node, rename, scales, f"{tag}{index}", index if top_level else None)
+            name = self.node(node, rename, scales, f"{tag}{index}", prefix)
             if top_level and name is not None:
                 self.top_level_layers[index] = name
 
-    def node(self, node, rename, scales: dict[str, str], index, top_index: int | None) -> str | None:
+    def node(self, node, rename, scales: dict[str, str], index, prefix: str = "") -> str | None:
         graph, consts = self.graph, self.consts
         op = _text(node.op_type)
         attrs = _attrs(node)
@@ -183,14 +183,14 @@ class _Walker:
             self.producer[outputs[0]] = self.producer[self.rescaling[outputs[0]]]
             return None
         if op in CONTROL_FLOW or (_text(node.domain), op) in self.functions:
-            return self._inline(node, op, inputs, outputs, index, rename)
+            return self._inline(node, op, inputs, outputs, index, rename, prefix)
         data_inputs = [name for name in inputs if name]
         if op in SHAPE_SOURCES or (data_inputs and all(name in self.shape_only or consts.get(name) is not None for name in data_inputs) and op not in ACTIVATIONS):
             # Shape arithmetic: no data flows through it.
             self.shape_only.update(outputs)
             return None
 
-        name = _text(node.name) or f"{op}_{index}"
+        name = prefix + (_text(node.name) or f"{op}_{index}")  # a function's body: under the call's name
         if name.startswith("output:"):  # reserved for the graph's output markers
             name = f"{op}_{index}_{name}"
         while name in self.used_names:
@@ -256,16 +256,16 @@ class _Walker:
             self.graph.tensors[stored.name] = real  # the reals replace the stored integers
         return True
 
-    def _inline(self, node, op: str, inputs: list[str], outputs: list[str], index, rename) -> str | None:
+    def _inline(self, node, op: str, inputs: list[str], outputs: list[str], index, rename, prefix: str = "") -> str | None:
         """An If/Loop/Scan or a local function call: its body's layers, joined to the values around it."""
         if self.depth > 64:
             raise InitlintError(self.graph.target, "control-flow subgraphs are nested more than 64 deep; refused")
         self.depth += 1
         self.subgraphs += 1
-        call = _text(node.name) or f"{op}_{index}"
+        call = prefix + (_text(node.name) or f"{op}_{index}")
         try:
             if op in CONTROL_FLOW:
-                branch_outputs = self._control_flow(node, op, inputs, call, rename)
+                branch_outputs = self._control_flow(node, op, inputs, call, rename, prefix)
             else:
                 branch_outputs = [self._function(node, inputs, outputs, call)]
         finally:
@@ -299,7 +299,7 @@ class _Walker:
             self.consts.add(rename(tensor.name), tensor, init.data_type in FLOAT_TYPES)
             self.graph.tensors.setdefault(tensor.name, tensor)
 
-    def _control_flow(self, node, op: str, inputs: list[str], call: str, rename) -> list[list[str | None]]:
+    def _control_flow(self, node, op: str, inputs: list[str], call: str, rename, prefix: str) -> list[list[str | None]]:
         results = []
         for attr in node.attribute:
             if attr.type != onnx.AttributeProto.GRAPH:
@@ -316,7 +316,7 @@ class _Walker:
                 bound = {}
             for formal, outer in bound.items():
                 self._bind(formal, outer)
-            self.walk(body.node, rename, tag=f"{call}.{_text(attr.name)}.")
+            self.walk(body.node, rename, tag=f"{call}.{_text(attr.name)}.", prefix=prefix)
             returned = [rename(_text(v.name)) for v in body.output]
             results.append(returned[1:] if op == "Loop" else returned)  # a Loop body returns its condition first
         return results
@@ -330,7 +330,7 @@ class _Walker:
         def rename(value: str) -> str:
             return local.get(value, f"{call}/{value}") if value else value
 
-        self.walk(function.node, rename, tag=f"{call}/")
+        self.walk(function.node, rename, tag="", prefix=f"{call}/")
         return [rename(v) for v in formals_out]
 
     def _bind(self, formal: str, outer: str) -> None:

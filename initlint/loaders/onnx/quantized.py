@@ -24,6 +24,7 @@ from .proto_fields import _text
 WEIGHT_INPUTS = {
     "QLinearConv": (3, 4, 5),
     "QLinearMatMul": (3, 4, 5),
+    "QGemm": (3, 4, 5),  # com.microsoft, from quantize_static's QOperator format
     "MatMulInteger": (1, None, 3),
     "ConvInteger": (1, None, 3),
 }
@@ -118,7 +119,8 @@ def classify_quantized(layer: Layer, op: str, inputs: list[str], consts: _Consts
         layer.attrs["unread_quantized_weight"] = stored.name
         return
     conv = op in CONV_OPS
-    weight = dequantized(stored, scale, const(zero_at), 0 if conv else -1)
+    transposed = op == "QGemm" and bool(layer.attrs.get("transB", 0))  # B stored [out, in]
+    weight = dequantized(stored, scale, const(zero_at), 0 if conv or transposed else -1)
     if weight is None:
         layer.kind = g.OTHER
         layer.attrs["unread_quantized_weight"] = stored.name
@@ -136,6 +138,9 @@ def classify_quantized(layer: Layer, op: str, inputs: list[str], consts: _Consts
             bias_real = dequantized(bias, product, None, 0)
             if bias_real is not None:
                 layer.params["bias"] = bias_real
+    elif transposed:
+        layer.kind, layer.unit_axis = g.LINEAR, 0
+        layer.fan_in, layer.fan_out = weight.shape[1], weight.shape[0]
     else:
         layer.kind, layer.unit_axis = g.LINEAR, -1
         layer.fan_in, layer.fan_out = weight.shape[-2], weight.shape[-1]
