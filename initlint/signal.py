@@ -36,6 +36,8 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import graph as g
 from . import moments as mo
 from .fingerprint import fingerprint

@@ -86,9 +86,9 @@ def first_tensor(output):
     if isinstance(logits, torch.Tensor):
         return logits
     values = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
-    for value in values:
+    for value in values:  # the first floating-point one: scikit-learn exports return the label first
         found = first_tensor(value)
-        if found is not None:
+        if found is not None and found.is_floating_point():
             return found
     return None
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from .. import graph as g
 from ..graph import ModelGraph
+from .onnx_ops import register_converters, rewrite_ml_ops
 
 # Small defaults for dimensions nobody fixed (docs/science.md §8: a batch of a few hundred samples
 # where the model is small, fewer where one sample is large).
@@ -240,12 +241,19 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
         proto = onnx.load(graph.target)
     except Exception as exc:
         raise ProbeUnavailable(f"the ONNX file could not be loaded with its weights ({type(exc).__name__}: {exc})") from None
-    layer_of_node = _onnx_layer_names(proto)
+    # The loader's own names for the top-level nodes: one naming, shared with the findings.
+    layer_of_node = dict(graph.metadata.get("onnx_layer_of_node") or _onnx_layer_names(proto))
     original_initializers = {init.name for init in proto.graph.initializer}
     for index, node in enumerate(proto.graph.node):
         node.name = f"n{index}"  # module names onnx2torch can use, and that map back to layers
     _training_form(proto)
     _add_missing_converters()
+    register_converters()
+    rewrite_ml_ops(proto)
+    try:  # shapes on every value: converters such as BatchNorm's pick their module by rank
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception:
+        pass
     notes = _older_converters(proto)
     restored = _restore_folded_norms(proto, graph, layer_of_node)
     if restored:
@@ -437,7 +445,6 @@ def _onnx_parameters(torch, module, proto, trainable: set[str]) -> dict[str, str
     """
     initializers = {init.name for init in proto.graph.initializer}
     names: dict[str, str] = {}
-    counter = 0
     for node in proto.graph.node:
         sub = getattr(module, node.name, None)
         if sub is None:
@@ -449,13 +456,15 @@ def _onnx_parameters(torch, module, proto, trainable: set[str]) -> dict[str, str
             if match is not None:
                 inits.remove(match)
                 names[f"{node.name}.{pname}"] = match
-        mapping = getattr(sub, "onnx_mapping", None)
-        for value in getattr(mapping, "inputs", ()):
-            if value in initializers:
-                buffer_name = f"onnx_initializer_{counter}"
-                counter += 1
-                if value in trainable:
-                    names[f"initializers.{buffer_name}"] = value
+    # Which buffer holds which initializer: read off the converted graph itself (each module
+    # call's arguments follow its onnx_mapping inputs), not re-counted here.
+    for fx_node in module.graph.nodes:
+        if fx_node.op != "call_module":
+            continue
+        mapping = getattr(module.get_submodule(fx_node.target), "onnx_mapping", None)
+        for value, arg in zip(getattr(mapping, "inputs", ()), fx_node.args):
+            if value in trainable and getattr(arg, "op", None) == "get_attr" and module.get_buffer(str(arg.target)).is_floating_point():
+                names[str(arg.target)] = value  # class labels and indices are not weights
     container = getattr(module, "initializers", None)
     if container is not None:
         for key, value in list(container.named_buffers(recurse=False)):
