@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from initlint.loaders.torch_loader import graph_from_module
+from initlint.loaders.torch import graph_from_module
 from initlint.probe import ProbeOptions, run_probe
 from initlint.probe.budget import auto_budget_refusal
 from initlint.probe.measure import standard_loss

@@ -34,7 +34,7 @@ import torch.nn as nn
 
 from initlint.engine import Severity, registry, run_rules
 from initlint.loaders import LoadOptions, load
-from initlint.loaders.torch_loader import graph_from_module
+from initlint.loaders.torch import graph_from_module
 
 CODES = ("IL101", "IL102", "IL103", "IL104", "IL105")
 ALL_FORMS = ("live", "onnx-eval", "onnx-train", "onnx-dynamo", "pt2", "torchscript", "state_dict", "safetensors")

@@ -46,7 +46,7 @@ def apply(name: str, x: np.ndarray, alpha: float | None = None) -> np.ndarray | 
 def blocks_gradient(name: str, x: np.ndarray) -> bool:
     """True when phi'(x) is exactly 0 for every element, as PyTorch's autograd computes it.
 
-    ReLU'(0) = 0 in PyTorch (DESIGN.md §3), so a pre-activation constant at <= 0 blocks.
+    ReLU'(0) = 0 in PyTorch (docs/science.md §3), so a pre-activation constant at <= 0 blocks.
     """
     x = np.asarray(x, dtype=np.float64)
     if name in ("relu", "relu6"):

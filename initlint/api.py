@@ -97,7 +97,7 @@ def check(model: Any, example_input: Any = None, *, config: str | os.PathLike | 
         if result.error:
             raise InitlintError(target, result.error.removeprefix(f"{target}: "))
         return Report(target, settings.fail_on, result)
-    from .loaders.torch_loader import graph_from_module
+    from .loaders.torch import graph_from_module
 
     target = type(model).__name__
     graph = graph_from_module(model, target)

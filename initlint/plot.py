@@ -12,7 +12,7 @@ from pathlib import Path
 
 from .measurement import EXPLODING_VARIANCE, VANISHING_VARIANCE
 
-GRADIENT_BOUNDS = (1e-3, 70.0)  # DESIGN §8, as in IL401/IL402
+GRADIENT_BOUNDS = (1e-3, 70.0)  # docs/science.md §8, as in IL401/IL402
 
 
 def _positive(values):

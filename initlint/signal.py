@@ -1,4 +1,4 @@
-"""Static signal propagation: predicted forward and backward variance, layer by layer (DESIGN.md §1, §3, §4).
+"""Static signal propagation: predicted forward and backward variance, layer by layer (docs/science.md §1, §3, §4).
 
 The model is the mean-field one: every pre-activation is a centred Gaussian whose second moment
 ``q`` is carried along the graph in topological order, starting at 1 on every graph input.
@@ -32,42 +32,21 @@ BatchNorm count as normalized.
 
 from __future__ import annotations
 
-import functools
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import activations
 from . import graph as g
+from . import moments as mo
 from .fingerprint import fingerprint
 
-# Quadrature grid for E over z ~ N(0, q): z = sqrt(q)·t, t on [-10, 10].
-_T = np.linspace(-10.0, 10.0, 4001)
-_W = np.exp(-0.5 * _T * _T)
-_W /= _W.sum()
 _PRELU_DEFAULT = 0.25
-
-
-@functools.lru_cache(maxsize=4096)
-def _gains(name: str, alpha: float | None, q_key: float) -> tuple[float, float] | None:
-    q = q_key
-    z = math.sqrt(q) * _T
-    phi = activations.apply(name, z, alpha)
-    if phi is None:
-        return None
-    h = 1e-5 * math.sqrt(q) * np.maximum(1.0, np.abs(_T))  # relative to the scale: kinks stay sharp
-    dphi = (activations.apply(name, z + h, alpha) - activations.apply(name, z - h, alpha)) / (2 * h)
-    return float(np.dot(_W, phi * phi)) / q, float(np.dot(_W, dphi * dphi))
-
-
-def activation_gains(name: str, q: float, alpha: float | None = None) -> tuple[float, float] | None:
-    """(E[φ(z)²]/q, E[φ'(z)²]) for z ~ N(0, q), or None for an unknown activation (DESIGN.md §3)."""
-    if not (q > 0 and math.isfinite(q)):
-        q = 1.0
-    # Gains vary smoothly with q: 3 significant digits keep the cache small and exact enough.
-    q_key = float(f"{min(max(q, 1e-12), 1e12):.3g}")
-    return _gains(name, alpha, q_key)
+activation_gains = mo.activation_gains  # where the rules import it from
+# Arithmetic ops by their name in either loader (ONNX Add, torch add / truediv / rsub, aten div).
+_ARITHMETIC = {"add": "add", "iadd": "add", "sub": "sub", "isub": "sub", "rsub": "rsub", "mul": "mul", "imul": "mul",
+               "div": "div", "truediv": "div", "itruediv": "div", "neg": "neg"}
 
 
 @dataclass
@@ -80,6 +59,8 @@ class LayerSignal:
     # The input-dependent part of q_out: biases and activation means add to q but carry no
     # information, and a perturbation of the input passes an activation with gain E[φ'²].
     v_out: float = 1.0
+    m_in: float = 0.0  # common mean of the (first) input and of the output (docs/science.md §11)
+    m_out: float = 0.0
     grad_in: float = 0.0  # gradient variance at the input, relative to the graph output's
     grad_out: float = 0.0
     gain_fwd: float | None = None  # per-layer factors: q_out/q_in, grad_in/grad_out
@@ -95,6 +76,15 @@ class LayerSignal:
     backward_anchor: str | None = None
     assumed: str | None = None  # what was assumed where the op is not understood
     init: str | None = None  # the fingerprint of a weighted layer
+    probabilities: bool = False  # a softmax output (or a reshape of one): weights summing to one
+    v_in: float = 1.0
+    # Per input: the factor on the gradient variance on the way back, where the forward pass
+    # settled it (scalar arithmetic, attention averaging).
+    input_factors: list[float] | None = None
+
+    @property
+    def moments(self) -> mo.Moments:
+        return mo.Moments(self.q_out, self.m_out, self.v_out)
 
     def to_json(self) -> dict:
         out = {"layer": self.name, "kind": self.kind, "op": self.op, "q": _round(self.q_out), "grad": _round(self.grad_in)}
@@ -114,6 +104,9 @@ class Signal:
     layers: dict[str, LayerSignal] = field(default_factory=dict)
     unknown_ops: dict[str, list[str]] = field(default_factory=dict)  # op -> layer names passed through
     branch_gates: set[str] = field(default_factory=set)  # constant-scaled residual branches
+    # Layers whose output reaches the graph outputs only as the minor term of residual sums:
+    # a small branch beside the skip that carries the signal (docs/science.md §4, §5).
+    minor_branch: set[str] = field(default_factory=set)
     folded_norm: set[str] = field(default_factory=set)  # convolutions with BatchNorm folded in
     notes: list[str] = field(default_factory=list)
 
@@ -140,9 +133,24 @@ def _mean_sq(tensor: g.Tensor | None, default: float = 0.0) -> float:
     return stats.mean_sq if stats.finite_count else default
 
 
+def scalar(value) -> float | None:
+    """A real number attribute as a float; None for anything else (a hostile file may give a
+    list or a string where a number belongs: the default applies then, rather than a crash)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy scalars included
+        return float(value)
+    return None
+
+
+def _mean(tensor: g.Tensor | None, default: float = 0.0) -> float:
+    if tensor is None or tensor.size == 0:
+        return default
+    stats = tensor.stats
+    return stats.mean if stats.finite_count else default
+
+
 def _alpha(layer: g.Layer) -> float | None:
-    if "alpha" in layer.attrs:
-        return float(layer.attrs["alpha"])
+    if scalar(layer.attrs.get("alpha")) is not None:
+        return scalar(layer.attrs["alpha"])
     if layer.activation == "prelu":
         slope = layer.params.get("weight")
         return float(slope.stats.mean) if slope is not None and slope.stats.finite_count else _PRELU_DEFAULT
@@ -151,8 +159,103 @@ def _alpha(layer: g.Layer) -> float | None:
 
 def weight_variance(layer: g.Layer) -> float:
     """Var(W) as the signal sees it, with Gemm's alpha folded in."""
-    scale = float(layer.attrs.get("alpha", 1.0)) if layer.op == "Gemm" else 1.0
+    alpha = scalar(layer.attrs.get("alpha")) if layer.op == "Gemm" else None
+    scale = 1.0 if alpha is None else alpha
     return layer.weight.stats.var * scale * scale
+
+
+def weight_second_moment(layer: g.Layer) -> float:
+    """E[W²] as the signal sees it (the mean included), with Gemm's alpha folded in."""
+    scale = float(layer.attrs.get("alpha", 1.0)) if layer.op == "Gemm" else 1.0
+    return _mean_sq(layer.weight) * scale * scale
+
+
+def _through_weighted(layer: g.Layer, x: mo.Moments) -> mo.Moments:
+    """A linear, convolution or packed-attention layer: second moments with the weight's and
+    the bias's means (a constant layer is a rank-1 projection of the input's mean)."""
+    alpha = float(layer.attrs.get("alpha", 1.0)) if layer.op == "Gemm" else 1.0
+    stats = layer.weight.stats
+    unit_stats = layer.unit_stats() or stats
+    w_mean = stats.mean * alpha if stats.finite_count else 0.0
+    bias = layer.bias
+    b_mean, b_mean_sq = _mean(bias), _mean_sq(bias)
+    if bias is not None and bias.size == 1 and layer.units and layer.units > 1:
+        b_mean_sq = _mean_sq(bias)  # one shared bias: its square, in every unit
+    out = mo.through_weights(
+        x, layer.fan_in, w_mean, weight_second_moment(layer), mo.row_mean_sq(layer.weight, layer.fan_in, alpha, unit_stats), b_mean, b_mean_sq,
+    )
+    if layer.kind == g.ATTENTION:
+        out_proj = next((t for role, t in layer.params.items() if "out_proj" in role and role.endswith("weight")), None)
+        if out_proj is not None and out_proj.ndim == 2:
+            gain = out_proj.shape[1] * out_proj.stats.mean_sq
+            out = mo.Moments(out.q * gain, 0.0, out.signal * gain)
+    return out
+
+
+_BATCH_NORMS = ("batchnorm", "batch_norm", "batchnormalization", "syncbatchnorm")
+
+
+def _normalized_share(layer: g.Layer, x: mo.Moments) -> float:
+    """The share of what a normalization divides by that depends on the input.
+
+    BatchNorm divides each channel by its spread over the batch, which is input-dependent
+    only; LayerNorm, GroupNorm and RMSNorm divide by the spread across units, which also holds
+    the biases and the fixed per-unit offsets that random weights give.
+    """
+    if x.signal <= 0:
+        return 0.0
+    if layer.op.lower().replace("2d", "").replace("1d", "").replace("3d", "") in _BATCH_NORMS:
+        return 1.0
+    return min(x.signal / x.q, 1.0) if x.q > 0 else 1.0
+
+
+def _norm_divisor(layer: g.Layer, x: mo.Moments) -> float:
+    if layer.op.lower().replace("2d", "").replace("1d", "").replace("3d", "") in _BATCH_NORMS and x.signal > 0:
+        return x.signal
+    spread = x.q if "rms" in layer.op.lower() else x.var
+    return spread if spread > 0 else x.q
+
+
+def _constants(layer: g.Layer, graph: g.ModelGraph, producers) -> list[tuple[int, g.Tensor]]:
+    """The layer's constant operands, less a bias the loader already gave the layer before it."""
+    owned = [graph.layers[p.name].bias for p in producers if p.name in graph.layers]
+    return [(position, t) for position, t in sorted(layer.const_inputs.items()) if not any(t is b for b in owned if b is not None)]
+
+
+def _constant_terms(layer: g.Layer, graph: g.ModelGraph, producers) -> tuple[float, float]:
+    consts = _constants(layer, graph, producers)
+    return sum(_mean(t) for _, t in consts), sum(_mean_sq(t) for _, t in consts)
+
+
+def _attention_share(layer: g.Layer) -> float:
+    """Σp² of attention weights over n keys at init: 1/n where the loader knows n, else the bound 1."""
+    keys = layer.attrs.get("attention_keys")
+    return 1.0 / keys if isinstance(keys, int) and keys > 0 else 1.0
+
+
+def _through_arithmetic(layer: g.Layer, op: str, x: mo.Moments, producer, graph: g.ModelGraph) -> mo.Moments:
+    """An elementwise op with one computed operand: a scale (Mul, Div) or a shift (Add, Sub)."""
+    consts = _constants(layer, graph, [producer])
+    if op == "neg":
+        return mo.scale(x, -1.0)
+    if not consts:
+        return x
+    position, t = consts[0]
+    if not t.stats.finite_count:
+        return x
+    mean, mean_sq = _mean(t), _mean_sq(t)
+    dynamic_first = position != 0
+    if op == "mul":
+        return mo.Moments(x.q * mean_sq, x.m * mean, x.signal * mean_sq)
+    if op == "div":
+        if not dynamic_first or mean_sq <= 0:
+            return x  # c / x: not a scale
+        inverse_sq = 1.0 / t.stats.min**2 if t.size == 1 and t.stats.min != 0 else 1.0 / mean_sq
+        inverse = 1.0 / mean if t.size == 1 and mean != 0 else math.copysign(math.sqrt(inverse_sq), mean or 1.0)
+        return mo.Moments(x.q * inverse_sq, x.m * inverse, x.signal * inverse_sq)
+    sign = -1.0 if op == "sub" and dynamic_first else 1.0
+    shifted = mo.add([x if not (op == "rsub" or (op == "sub" and not dynamic_first)) else mo.scale(x, -1.0)], sign * mean, mean_sq)
+    return shifted
 
 
 def reliable(graph: g.ModelGraph) -> bool:
@@ -182,85 +285,107 @@ def _propagate(graph: g.ModelGraph) -> Signal:
         sig.notes.append(
             f"no BatchNormalization layers, but {len(sig.folded_norm)} convolutions look like conv+BatchNorm pairs of an eval-mode "
             "export (BatchNorm folded into constant-folded weights, or dropped as the identity it is at init, leaving "
-            "bias-free convolutions); signal propagation treats them as normalized (DESIGN.md §10)"
+            "bias-free convolutions); signal propagation treats them as normalized (docs/science.md §10)"
         )
 
     for layer in layers:
         producers = [sig.layers[p] for p in layer.inputs if p in sig.layers]
-        q_inputs = [p.q_out for p in producers] or [1.0]
-        v_inputs = [p.v_out for p in producers] or [1.0]
-        q_in, v_in = q_inputs[0], v_inputs[0]
+        inputs = [p.moments for p in producers] or [mo.Moments(1.0)]
+        x = inputs[0]
         width_in = next((p.width for p in producers if p.width), None)
-        s = LayerSignal(layer.name, layer.kind, layer.op, q_in=q_in, q_out=q_in, v_out=v_in, width=width_in)
+        s = LayerSignal(layer.name, layer.kind, layer.op, q_in=x.q, q_out=x.q, v_out=x.signal, m_in=x.m, m_out=x.m, v_in=x.signal, width=width_in)
         s.pooled = _is_global_pool(layer) or bool(producers and all(p.pooled for p in producers))
         ref = _dominant_anchor(layer, producers, anchor)
+        out = x
         kind = layer.kind
+        arithmetic = _ARITHMETIC.get(layer.op.split(".")[0].lower()) if not layer.is_weighted else None
         if layer.is_weighted and layer.weight.ndim >= 1:
             s.width = layer.units
             if kind == g.EMBEDDING:
-                s.q_out = s.v_out = _mean_sq(layer.weight)  # a row lookup: the input is indices
+                w = layer.weight.stats
+                out = mo.Moments(_mean_sq(layer.weight), w.mean if w.finite_count else 0.0, _mean_sq(layer.weight))  # a row lookup: the input is indices
             elif kind == g.RNN or not layer.fan_in:
                 s.assumed = f"{layer.op}: variance passed through"
                 sig.unknown_ops.setdefault(layer.op, []).append(layer.name)
             else:
-                sigma_w2 = layer.fan_in * weight_variance(layer)
-                if kind == g.ATTENTION:
-                    out_proj = next((t for role, t in layer.params.items() if "out_proj" in role and role.endswith("weight")), None)
-                    if out_proj is not None and out_proj.ndim == 2:
-                        sigma_w2 *= out_proj.shape[1] * out_proj.stats.var
-                s.q_out = sigma_w2 * q_in + _mean_sq(layer.bias)
-                s.v_out = sigma_w2 * v_in
+                out = _through_weighted(layer, x)
                 fp = fingerprint(layer)
                 s.init = fp.describe() if fp is not None else None
-            if ref is None and s.v_out > 0:
-                ref = (s.v_out, layer.name)
-            s.forward_ratio = s.v_out / ref[0] if ref else None
+            if ref is None and out.signal > 0:
+                ref = (out.signal, layer.name)
+            s.forward_ratio = out.signal / ref[0] if ref else None
             s.forward_anchor = ref[1] if ref else None
-            if layer.name in sig.folded_norm and s.q_out > 0:
-                s.normalized_from = s.q_out
-                s.v_out, s.q_out = min(s.v_out / s.q_out, 1.0), 1.0
+            if layer.name in sig.folded_norm and out.q > 0:
+                s.normalized_from = out.q
+                out = mo.Moments(1.0, 0.0, min(out.signal / out.var, 1.0) if out.var > 0 else 0.0)
                 ref = None
         elif kind == g.ACTIVATION:
-            gains = activation_gains(layer.activation or "", q_in, _alpha(layer))
-            if gains is None:
+            passed = mo.through_activation(layer.activation or "", x, _alpha(layer))
+            if passed is None:
                 s.assumed = f"activation {layer.activation or layer.op}: variance passed through"
                 sig.unknown_ops.setdefault(layer.activation or layer.op, []).append(layer.name)
             else:
-                s.q_out = gains[0] * q_in
-                s.v_out = min(gains[1] * v_in, s.q_out)
+                out = passed[0]
         elif kind == g.NORM:
             gamma, beta = layer.params.get("weight"), layer.params.get("bias")
-            s.q_out = _mean_sq(gamma, 1.0) + _mean_sq(beta, 0.0)
-            s.v_out = _mean_sq(gamma, 1.0) * min(v_in / q_in, 1.0) if q_in > 0 else 0.0
+            kept = _normalized_share(layer, x)
+            out = mo.Moments(_mean_sq(gamma, 1.0) + _mean_sq(beta, 0.0), _mean(beta), _mean_sq(gamma, 1.0) * kept)
             ref = None  # the chain is cut: the next weighted layer starts a new reference
-        elif kind == g.ADD:
-            s.q_out = sum(q_inputs) + sum(_mean_sq(t) for t in layer.const_inputs.values())
-            s.v_out = sum(v_inputs)
-        elif kind in (g.MUL, g.MATMUL):
-            s.q_out = math.prod(q_inputs) if producers else 1.0
-            if kind == g.MUL:
-                for t in layer.const_inputs.values():
-                    s.q_out *= _mean_sq(t, 1.0)
-            s.v_out = s.q_out * min(1.0, sum(p.v_out / p.q_out for p in producers if p.q_out > 0))
+        elif kind == g.ADD or (arithmetic in ("add", "sub") and len(producers) >= 2):
+            const_mean, const_mean_sq = _constant_terms(layer, graph, producers)
+            out = mo.add(inputs, const_mean, const_mean_sq)
+        elif kind == g.MATMUL and any(p.probabilities for p in producers) and len(producers) == 2:
+            # Attention: each output is a weighted average of the values, weights summing to one.
+            # For n independent values it keeps their mean and 1/n of their variance; n is not
+            # in the graph, so the bound Σp² <= 1 is used: attention never amplifies.
+            values = next(p for p in producers if not p.probabilities) if not all(p.probabilities for p in producers) else producers[1]
+            kept = _attention_share(layer)
+            out = mo.Moments(values.moments.var * kept + values.m_out**2, values.m_out, values.v_out * kept)
+            s.input_factors = [kept if p is values else values.q_out for p in producers]
+            ref = anchor.get(values.name)
+            ref = (ref[0] * kept, ref[1]) if ref is not None else None  # one step, not depth
+        elif kind in (g.MUL, g.MATMUL) and len(producers) != 1:
+            out = mo.product(inputs) if producers else mo.Moments(1.0)
+            for t in layer.const_inputs.values():
+                out = mo.Moments(out.q * _mean_sq(t, 1.0), out.m * _mean(t, 1.0), out.signal * _mean_sq(t, 1.0))
             if ref is not None and len(producers) > 1:
                 # A product of two computed values (a GLU, attention) is one step, not depth:
                 # carry the reference along so that the other factor's scale is not counted.
                 carrier = max(producers, key=lambda p: p.q_out)
                 ref = (ref[0] * math.prod(p.q_out for p in producers if p is not carrier), ref[1])
+        elif arithmetic is not None and len(producers) == 1:
+            out = _through_arithmetic(layer, arithmetic, x, producers[0], graph)
+            if arithmetic in ("mul", "div"):
+                s.input_factors = [out.q / x.q if x.q > 0 and out.q > 0 else 1.0]
+        elif kind == g.MUL:
+            out = x
+            for t in layer.const_inputs.values():
+                out = mo.Moments(out.q * _mean_sq(t, 1.0), out.m * _mean(t, 1.0), out.signal * _mean_sq(t, 1.0))
         elif kind == g.CONCAT:
             widths = [p.width or 1 for p in producers]
             total = sum(widths)
-            s.q_out = sum(w * q for w, q in zip(widths, q_inputs)) / total if total else q_in
-            s.v_out = sum(w * v for w, v in zip(widths, v_inputs)) / total if total else v_in
+            if total:
+                out = mo.Moments(
+                    sum(w * p.q_out for w, p in zip(widths, producers)) / total,
+                    sum(w * p.m_out for w, p in zip(widths, producers)) / total,
+                    sum(w * p.v_out for w, p in zip(widths, producers)) / total,
+                )
             s.width = sum(p.width for p in producers) if producers and all(p.width for p in producers) else width_in
         elif kind == g.SOFTMAX:
-            s.q_out = 1.0  # averaging weights: what they multiply keeps its variance
-            s.v_out = min(v_in / q_in, 1.0) if q_in > 0 else 1.0
+            # Weights that sum to one (docs/science.md §11): what they average keeps at most its
+            # variance, whatever the scale of the logits. Not a signal: no reference passes on.
+            out = mo.Moments(1.0, 0.0, 1.0)
+            s.probabilities = True
+            ref = None
         elif kind == g.OTHER:
             s.assumed = f"{layer.op}: variance passed through"
             sig.unknown_ops.setdefault(layer.op, []).append(layer.name)
-        # PASSTHROUGH, POOL, OUTPUT: q passes through.
-        s.gain_fwd = s.q_out / q_in if q_in > 0 else None
+        # PASSTHROUGH, POOL, OUTPUT: the moments pass through.
+        if kind in (g.PASSTHROUGH, g.OTHER, g.POOL) and arithmetic is None and producers and any(p.probabilities for p in producers):
+            s.probabilities = True  # a reshaped, masked or dropped-out softmax
+            ref = None
+        s.q_out, s.m_out, s.v_out = out.q, out.m, out.signal
+        s.gain_fwd = s.q_out / x.q if x.q > 0 else None
         anchor[layer.name] = ref
         sig.layers[layer.name] = s
 
@@ -268,6 +393,7 @@ def _propagate(graph: g.ModelGraph) -> Signal:
         if layer.kind == g.MUL and len(layer.inputs) == 1 and layer.const_inputs:
             if any(nxt.kind == g.ADD for nxt in graph.downstream(layer, g.TRANSPARENT_KINDS | {g.OTHER})):
                 sig.branch_gates.add(layer.name)
+    sig.minor_branch = _minor_branches(graph, sig, layers)
     _backward(graph, sig, layers)
     if sig.unknown_ops:
         listed = ", ".join(f"{op} ({len(names)}x)" for op, names in sorted(sig.unknown_ops.items()))
@@ -280,6 +406,35 @@ def _propagate(graph: g.ModelGraph) -> Signal:
             "init-scheme rules (IL201, IL203) do not apply to them; signal rules use their measured variance"
         )
     return sig
+
+
+# A residual input whose input-dependent signal is below this share of the sum's is a minor branch.
+MINOR_BRANCH_SHARE = 0.01
+
+
+def _minor_branches(graph: g.ModelGraph, sig: Signal, layers: list[g.Layer]) -> set[str]:
+    """Layers every one of whose output paths enters a residual sum beside a far larger input.
+
+    Such a branch starts small (a zero or down-scaled last layer, attention over many keys, a
+    narrow init in a wide stream): the skip carries the forward signal past it, so its own
+    smallness is not a vanishing signal; its gradient arrives from the sum undiminished.
+    """
+    minor: set[str] = set()
+    for layer in reversed(layers):
+        consumers = graph.consumers(layer)
+        if not consumers:
+            continue
+        s = sig.layers[layer.name]
+        through_minor = []
+        for consumer in consumers:
+            if consumer.kind == g.ADD and len(consumer.inputs) >= 2:
+                total = sig.layers[consumer.name].v_out
+                through_minor.append(total > 0 and s.v_out < MINOR_BRANCH_SHARE * total)
+            else:
+                through_minor.append(consumer.name in minor)
+        if all(through_minor):
+            minor.add(layer.name)
+    return minor
 
 
 def _folded_batchnorm(graph: g.ModelGraph) -> set[str]:
@@ -310,7 +465,7 @@ def _is_branch_gate(layer: g.Layer, sig: Signal) -> bool:
     """A residual branch scaled by a constant or parameter (LayerScale, ReZero, SkipInit): small by design.
 
     Its gradient is scaled once, on purpose; counting the scale as vanishing would flag every
-    LayerScale ConvNeXt and ReZero transformer (DESIGN.md §5 allowlist).
+    LayerScale ConvNeXt and ReZero transformer (docs/science.md §5 allowlist).
     """
     return len(layer.inputs) == 1 and bool(layer.const_inputs) and layer.name in sig.branch_gates
 
@@ -347,7 +502,7 @@ def _backward(graph: g.ModelGraph, sig: Signal, layers: list[g.Layer]) -> None:
     # layer -> (largest gradient contribution it receives, that consumer's (energy, layer) reference)
     anchor_out: dict[str, tuple[float, tuple[float, str] | None]] = {}
     # Layers whose gradient arrives only through attention logits (queries, keys): near-uniform
-    # attention at init passes them little gradient, which is normal (DESIGN.md §4).
+    # attention at init passes them little gradient, which is normal (docs/science.md §4).
     logits_only: dict[str, bool] = {}
     for layer in reversed(layers):
         s = sig.layers[layer.name]
@@ -396,16 +551,19 @@ def _backward_factors(layer: g.Layer, s: LayerSignal, sig: Signal) -> list[float
             s.assumed = "all-zero weight: gradient passed through as after the first update"
             return [1.0]
         if s.normalized_from:
-            return [layer.fan_out * weight_variance(layer) / s.normalized_from]
-        return [layer.fan_out * weight_variance(layer)]
-    if kind == g.ACTIVATION:
-        gains = activation_gains(layer.activation or "", s.q_in, _alpha(layer))
-        return [gains[1] if gains is not None else 1.0]
-    if kind == g.NORM:
-        gamma = layer.params.get("weight")
-        return [_mean_sq(gamma, 1.0) / s.q_in if s.q_in > 0 else 1.0]
+            return [layer.fan_out * weight_second_moment(layer) / s.normalized_from]
+        return [layer.fan_out * weight_second_moment(layer)]
     if kind == g.MUL and _is_branch_gate(layer, sig):
         return [1.0]
+    if s.input_factors is not None:
+        return s.input_factors
+    if kind == g.ACTIVATION:
+        found = mo.activation_moments(layer.activation or "", s.q_in, s.m_in, _alpha(layer))
+        return [found[2] if found is not None else 1.0]
+    if kind == g.NORM:
+        gamma = layer.params.get("weight")
+        divisor = _norm_divisor(layer, mo.Moments(s.q_in, s.m_in, s.v_in))
+        return [_mean_sq(gamma, 1.0) / divisor if divisor > 0 else 1.0]
     if kind in (g.MUL, g.MATMUL):
         qs = [sig.layers[p].q_out if p in sig.layers else 1.0 for p in layer.inputs]
         const = math.prod(_mean_sq(t, 1.0) for t in layer.const_inputs.values()) if kind == g.MUL else 1.0
@@ -479,23 +637,34 @@ class Crossing:
     direction: str  # "forward" | "backward"
     layer: g.Layer
     anchor: str
-    ratio: float
+    ratio: float  # forward: a variance ratio; backward: a gradient energy (squared norm) ratio
     layers_between: int  # weighted layers from the anchor to the crossing, both counted once
 
     @property
+    def judged_ratio(self) -> float:
+        """What the thresholds apply to: the forward variance ratio, or the gradient norm ratio
+        (AUTOTRAINER's β1 and β3 bound gradient norms, docs/science.md §8)."""
+        return self.ratio if self.direction == "forward" else math.sqrt(self.ratio)
+
+    def measured_threshold(self, threshold: float) -> float:
+        """The rule's threshold in the unit of ``ratio`` (an energy backward: the norm's square)."""
+        return threshold if self.direction == "forward" else threshold * threshold
+
+    @property
     def per_layer(self) -> float:
-        return self.ratio ** (1.0 / max(self.layers_between, 1))
+        return self.judged_ratio ** (1.0 / max(self.layers_between, 1))
 
     def describe(self) -> str:
-        what = "input-dependent signal variance" if self.direction == "forward" else "gradient energy"
+        what = "input-dependent signal variance" if self.direction == "forward" else "gradient norm"
         return (
-            f"predicted {what} at {self.layer.name} is {self.ratio:.2g}x that at {self.anchor} "
+            f"predicted {what} at {self.layer.name} is {self.judged_ratio:.2g}x that at {self.anchor} "
             f"({self.layers_between} weighted layers, x{self.per_layer:.3g} per layer)"
         )
 
 
 def first_crossings(graph: g.ModelGraph, low: float | None = None, high: float | None = None) -> list[Crossing]:
-    """Where the forward and the backward ratio first leave [low, high], walking each in its own direction.
+    """Where the forward variance ratio and the backward gradient norm ratio first leave [low, high],
+    walking each in its own direction.
 
     Layers with all-zero weights, or whose signal is exactly zero because of one, are left to
     IL101: a structural zero is not a depth effect.
@@ -510,12 +679,15 @@ def first_crossings(graph: g.ModelGraph, low: float | None = None, high: float |
     ]
     for direction, ordered in (("forward", judged), ("backward", list(reversed(judged)))):
         for layer in ordered:
+            if direction == "forward" and layer.name in sig.minor_branch:
+                continue
             s = sig[layer.name]
             ratio = s.forward_ratio if direction == "forward" else s.backward_ratio
             anchor = s.forward_anchor if direction == "forward" else s.backward_anchor
             if ratio is None or ratio <= 0 or anchor is None:
                 continue
-            if (low is not None and ratio < low) or (high is not None and ratio > high):
+            judged_ratio = ratio if direction == "forward" else math.sqrt(ratio)
+            if (low is not None and judged_ratio < low) or (high is not None and judged_ratio > high):
                 between = abs(graph.depth.get(layer.name, 0) - graph.depth.get(anchor, 0))
                 found.append(Crossing(direction, layer, anchor, ratio, between))
                 break

@@ -27,7 +27,7 @@ class TensorStats:
     finite_count: int
     mean: float
     var: float  # population variance of the finite values
-    mean_sq: float  # E[w^2], the "s^2" of DESIGN.md section 7
+    mean_sq: float  # E[w^2], the "s^2" of docs/science.md §7
     excess_kurtosis: float
     min: float
     max: float
@@ -62,7 +62,7 @@ class TensorStats:
 
     @property
     def max_abs_dev(self) -> float:
-        """max |w - mean| / std: uniform < 1.85 < truncated normal < 2.5 < normal (DESIGN.md §7)."""
+        """max |w - mean| / std: uniform < 1.85 < truncated normal < 2.5 < normal (docs/science.md §7)."""
         if self.var <= 0:
             return 0.0
         return max(abs(self.max - self.mean), abs(self.min - self.mean)) / self.std
@@ -265,6 +265,12 @@ def _compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_ax
         m4 = s4 / finite - 4 * mean * s3 / finite + 6 * mean * mean * s2 / finite - 3 * (mean * mean) * (mean * mean)
         kurt = m4 / (m2 * m2) - 3.0 if m2 > 0 else 0.0
         mean_sq = s2 / finite
+        if not math.isfinite(m2):
+            # The power sums overflowed (|w| beyond ~1e154): inf - inf is NaN. Equal values
+            # still have no spread; unequal ones spread beyond float64.
+            m2 = 0.0 if lo == hi else math.inf
+        if not math.isfinite(kurt):
+            kurt = 0.0  # no shape can be read from overflowed moments
     else:
         mean = m2 = kurt = mean_sq = 0.0
         lo = hi = math.nan

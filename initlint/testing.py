@@ -7,6 +7,7 @@ import warnings
 from pathlib import Path
 
 from .engine import Example, Finding, Rule, registry, run_rules
+from .example_models import plain_mlp  # noqa: F401  (re-exported: tests build the same stacks)
 from .graph import ModelGraph
 
 
@@ -43,12 +44,12 @@ def export_onnx(model, example_input, path: str | Path | None = None) -> bytes:
 def graph_of(model, form: str, example_input=None, tmp_path: Path | None = None) -> ModelGraph:
     """The ModelGraph of a live module (``form="torch"``) or of its ONNX export (``"onnx"``)."""
     if form == "torch":
-        from .loaders.torch_loader import graph_from_module
+        from .loaders.torch import graph_from_module
 
         return graph_from_module(model, type(model).__name__)
     import onnx
 
-    from .loaders.onnx_loader import build_graph
+    from .loaders.onnx import build_graph
 
     path = (tmp_path or Path(".")) / "model.onnx"
     # Written to disk when there is a place for it: the probe reloads the file with its weights.

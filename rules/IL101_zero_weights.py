@@ -8,6 +8,7 @@ from initlint import activations
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
+from initlint.signal import scalar
 from initlint.example_models import (  # shared with IL404's examples
     lora_b_zero_a_random,
     lora_with_a_and_b_zero,
@@ -32,7 +33,7 @@ class ZeroWeights(Rule):
     ## What it does
     Finds weight matrices and convolution kernels whose every value is 0.0 and follows the
     layer's output through the graph to decide whether the zeros are fatal, recoverable or a
-    well-known, intended pattern (DESIGN.md §5).
+    well-known, intended pattern (docs/science.md §5).
 
     ## Why is this bad?
     A zero layer outputs a constant. When that constant reaches a ReLU at a pre-activation
@@ -64,7 +65,7 @@ class ZeroWeights(Rule):
     (`lora_A` and `lora_B` of one adapter both zero: error).
 
     ## References
-    - DESIGN.md §5 (when a zero tensor is fatal; measured on 300-step Adam/SGD runs)
+    - docs/science.md §5 (when a zero tensor is fatal; measured on 300-step Adam/SGD runs)
     - Bachlechner et al. 2020, "ReZero is All You Need"; Zhang et al. 2019, "Fixup Initialization"
     - Hu et al. 2021, "LoRA: Low-Rank Adaptation of Large Language Models"
     """
@@ -173,7 +174,7 @@ def _follow(graph, node: g.Layer, value: np.ndarray, origin: g.Layer, activation
         if activations.blocks_gradient(name, value):
             where = "0" if is_zero else "<= 0"
             return FATAL, f"it feeds {name} at a constant pre-activation {where}, whose gradient is exactly 0: this layer and every layer before it get zero gradient forever"
-        applied = activations.apply(name, value, node.attrs.get("alpha"))
+        applied = activations.apply(name, value, scalar(node.attrs.get("alpha")))
         if applied is None:
             return RECOVERABLE, f"its output is constant at init (then {name})"
         return _continue(graph, node, applied, origin, name, depth)

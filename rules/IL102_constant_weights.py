@@ -40,7 +40,7 @@ class ConstantWeights(Rule):
     between random layers is reported as info only.
 
     ## References
-    - DESIGN.md §5 (symmetry needs identical rows in W_l, identical columns in W_l+1 and a constant bias)
+    - docs/science.md §5 (symmetry needs identical rows in W_l, identical columns in W_l+1 and a constant bias)
     - Goodfellow, Bengio & Courville, "Deep Learning", §8.4 (breaking symmetry)
     """
 
@@ -56,7 +56,7 @@ class ConstantWeights(Rule):
             if layer.weight is not None and layer.weight.ndim >= 2 and layer.kind in g.WEIGHTED_KINDS - {g.EMBEDDING}
         ]
         # Every weighted layer constant: whatever the edges, each layer's neighbours are
-        # constant too, so no unit can ever differ from its siblings (DESIGN.md §5). This
+        # constant too, so no unit can ever differ from its siblings (docs/science.md §5). This
         # needs no structure, so a state dict is judged as well.
         everything_constant = len(candidates) >= 2 and all(_is_constant(layer) for layer in candidates)
         for layer in candidates:

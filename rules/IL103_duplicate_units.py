@@ -37,7 +37,7 @@ class DuplicateUnits(Rule):
     padding of `eye_`/`dirac_` inits) are left out.
 
     ## References
-    - DESIGN.md §5 (symmetry breaking)
+    - docs/science.md §5 (symmetry breaking)
     - Goodfellow, Bengio & Courville, "Deep Learning", §8.4
     """
 

@@ -36,7 +36,7 @@ class NonFiniteWeights(Rule):
     parameter only NaN is reported.
 
     ## References
-    - DESIGN.md §9 (DeepDiagnosis and AUTOTRAINER treat NaN weights as fatal)
+    - docs/science.md §9 (DeepDiagnosis and AUTOTRAINER treat NaN weights as fatal)
     """
 
     code = "IL104"

@@ -13,7 +13,7 @@ class NonzeroMeanWeights(Rule):
 
     ## What it does
     Tests each weight matrix or kernel for a non-zero mean: the mean must differ from zero
-    significantly (|mean| / (std / sqrt(n)) > `z_threshold`, DESIGN.md §5) and matter for the
+    significantly (|mean| / (std / sqrt(n)) > `z_threshold`, docs/science.md §5) and matter for the
     signal: the coherent part of a pre-activation, sqrt(fan_in) * |mean| / std, must reach
     `coherent_warning` (error from `coherent_error`).
 
@@ -44,7 +44,7 @@ class NonzeroMeanWeights(Rule):
     the thresholds in the cases measured. Normalization weights (1-D) are never tested.
 
     ## References
-    - DESIGN.md §5 (non-zero mean: flag when |mean|/(std/sqrt(n)) > 6)
+    - docs/science.md §5 (non-zero mean: flag when |mean|/(std/sqrt(n)) > 6)
     - PyTorch docs, `torch.nn.init.uniform_` (default bounds a=0, b=1)
     """
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import activation_gains, plain_chains, weight_variance
+from initlint.signal import activation_gains, plain_chains, scalar, weight_variance
 from initlint.example_models import plain_mlp
 
 
@@ -14,7 +14,7 @@ class ReluAfterGlorotInit(Rule):
     """A ReLU-family activation fed by a layer whose weights are Glorot/Xavier-scaled.
 
     ## What it does
-    Fingerprints each layer that feeds a ReLU, ReLU6, LeakyReLU or PReLU (DESIGN.md §7) and
+    Fingerprints each layer that feeds a ReLU, ReLU6, LeakyReLU or PReLU (docs/science.md §7) and
     reports the layers whose weights match Glorot/Xavier (normal or uniform) and not He. Runs
     of such layers joined without normalization or skip connections are reported once, at
     their first layer, with the variance they keep after the whole run.
@@ -22,7 +22,7 @@ class ReluAfterGlorotInit(Rule):
     ## Why is this bad?
     Glorot init keeps fan_in·Var(W) ≈ 1, which preserves the variance of a linear or tanh
     layer. A ReLU zeroes half of its input, so each Glorot + ReLU layer halves the signal's
-    variance, forward and backward (DESIGN.md §1, §3): 2^-10 ≈ 1e-3 after ten layers, and a
+    variance, forward and backward (docs/science.md §1, §3): 2^-10 ≈ 1e-3 after ten layers, and a
     20-layer plain stack starts with gradients about a million times smaller at its first
     layer than at its last. Severity follows that product: info while the run keeps more than
     `warning_below` of the variance, warning below it, error below `error_below` (a 3-layer
@@ -55,7 +55,7 @@ class ReluAfterGlorotInit(Rule):
     (trained weights) are never reported: the other IL3xx rules judge their measured scale.
 
     ## References
-    - DESIGN.md §1-§3, §7
+    - docs/science.md §1-§3, §7
     - He et al. 2015, "Delving Deep into Rectifiers" (the ½ factor of ReLU)
     - Glorot & Bengio 2010, "Understanding the difficulty of training deep feedforward neural networks"
     """
@@ -88,7 +88,7 @@ class ReluAfterGlorotInit(Rule):
                 severity, bound = Severity.INFO, None
             if all(_undecided(ctx.fingerprint(layer)) for layer, _ in chain):
                 # Glorot and another family fit equally well (a stem conv 64×3×3×3 where He
-                # fan_out is within 5%): report both, never guess (DESIGN.md §7).
+                # fan_out is within 5%): report both, never guess (docs/science.md §7).
                 severity = Severity.INFO
             first, first_act = chain[0]
             fp = ctx.fingerprint(first)
@@ -132,12 +132,12 @@ def _undecided(fp) -> bool:
 
 
 def _slope(activation: g.Layer) -> float | None:
-    return float(activation.attrs["alpha"]) if "alpha" in activation.attrs else None
+    return scalar(activation.attrs.get("alpha"))
 
 
 def _fix(activation: g.Layer) -> str:
     if activation.activation in ("leaky_relu", "prelu"):
-        a = activation.attrs.get("alpha", 0.01)
+        a = 0.01 if _slope(activation) is None else _slope(activation)
         return f"nn.init.kaiming_normal_(layer.weight, a={a:g}, nonlinearity='leaky_relu') for each layer of the run (Keras: he_normal)"
     return "nn.init.kaiming_normal_(layer.weight, nonlinearity='relu') for each layer of the run (Keras: he_normal)"
 

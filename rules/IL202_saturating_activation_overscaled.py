@@ -10,7 +10,7 @@ from initlint.prediction import Claim, Prediction, Quantity
 from initlint.signal import activation_gains, feeding_layer, weight_variance
 from initlint.example_models import plain_mlp
 
-# |z| beyond which each activation is saturated (DESIGN.md §6, §8): its derivative is below
+# |z| beyond which each activation is saturated (docs/science.md §6, §8): its derivative is below
 # about 0.07 (tanh at 2, sigmoid at 4) or exactly 0 (the hard variants).
 SATURATION_POINT = {"tanh": 2.0, "sigmoid": 4.0, "hardtanh": 1.0, "hardsigmoid": 3.0}
 
@@ -28,7 +28,7 @@ class SaturatingActivationOverscaled(Rule):
     ## What it does
     For every tanh, sigmoid, hardtanh and hardsigmoid fed by a weighted layer, takes the
     predicted standard deviation of the pre-activation from static signal propagation
-    (measured weight variance × fan-in × incoming second moment, DESIGN.md §1) and the
+    (measured weight variance × fan-in × incoming second moment, docs/science.md §1) and the
     fraction of a Gaussian with that std beyond the saturation point (|z| > 2 for tanh, > 4
     for sigmoid, > 1 for hardtanh, > 3 for hardsigmoid). Reports it as an error above
     `error_fraction`, a warning above `warning_fraction`. The message also gives the per-layer
@@ -37,7 +37,7 @@ class SaturatingActivationOverscaled(Rule):
     ## Why is this bad?
     A saturated unit passes almost no gradient and its output carries one bit (the sign).
     With N(0, 1) or He-scaled weights on wide layers the pre-activation std is several units:
-    at std 3 half of all tanh units are saturated (DESIGN.md §6), and the gradient, far from
+    at std 3 half of all tanh units are saturated (docs/science.md §6), and the gradient, far from
     vanishing, explodes by about ×2.9 per layer at N(0, 1) (chaotic phase).
 
     ## Example
@@ -55,7 +55,7 @@ class SaturatingActivationOverscaled(Rule):
     on a wide layer. Normalizing the pre-activations (LayerNorm/BatchNorm) also works.
 
     ## Options
-    - `error_fraction` (0.5): share of saturated pre-activations for an error (DESIGN.md §6).
+    - `error_fraction` (0.5): share of saturated pre-activations for an error (docs/science.md §6).
     - `warning_fraction` (0.3): for a warning (tanh: std about 1.9).
 
     ## Known false positives
@@ -64,7 +64,7 @@ class SaturatingActivationOverscaled(Rule):
     one shift the prediction: the first layer assumes inputs of variance one.
 
     ## References
-    - DESIGN.md §1, §6 (P(|z| > 2) = 0.05 / 0.32 / 0.51 / 0.69 at std 1 / 2 / 3 / 5)
+    - docs/science.md §1, §6 (P(|z| > 2) = 0.05 / 0.32 / 0.51 / 0.69 at std 1 / 2 / 3 / 5)
     - Poole et al. 2016, "Exponential expressivity in deep neural networks through transient chaos"
     - Glorot & Bengio 2010
     """

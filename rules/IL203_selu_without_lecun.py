@@ -17,7 +17,7 @@ class SeluWithoutLecun(Rule):
 
     ## What it does
     For every SELU fed by a weighted layer, compares fan_in·Var(W) with 1, the LeCun-normal
-    scale, within the sampling tolerance of the fingerprint (DESIGN.md §7), and names the
+    scale, within the sampling tolerance of the fingerprint (docs/science.md §7), and names the
     scheme the weights do match.
 
     ## Why is this bad?
@@ -48,7 +48,7 @@ class SeluWithoutLecun(Rule):
 
     ## References
     - Klambauer et al. 2017, "Self-Normalizing Neural Networks"
-    - DESIGN.md §3 (SELU gains), §6, §7
+    - docs/science.md §3 (SELU gains), §6, §7
     """
 
     code = "IL203"

@@ -15,19 +15,21 @@ class VanishingSignal(Rule):
     """The predicted forward signal or backward gradient shrinks below `low` along the depth.
 
     ## What it does
-    Runs static signal propagation (DESIGN.md §1-§4): the second moment of every layer's
-    output, forward, and the gradient energy at every layer, backward, from each layer's
-    measured weight variance, its fans and the gain of the activation after it. Normalization
-    layers cut the chain; residual additions add variances. Reports where the forward ratio
-    (relative to the first weighted layer of the chain) or the backward ratio (relative to the
-    last) first falls below `low`, naming that layer and the factor per layer.
+    Runs static signal propagation (docs/science.md §1-§4, §11): the second moment of every
+    layer's output, means included, forward, and the gradient energy at every layer, backward,
+    from each layer's measured weight moments, its fans, the gain of the activation after it
+    and the constant scales and shifts in between (`x / 4`). Normalization layers cut the
+    chain; residual additions add variances; softmax weights average what they multiply.
+    Reports where the forward variance ratio (relative to the first weighted layer of the
+    chain) or the backward gradient norm ratio (relative to the last) first falls below `low`,
+    naming that layer and the factor per layer.
 
     ## Why is this bad?
     Each layer multiplies the signal's variance by about σ_w²·E[φ²]/q (forward) and the
     gradient's by χ = σ_w²·E[φ'²] (backward). Below one this compounds geometrically: with
     PyTorch's default Linear init (fan_in·Var = 1/3) and ReLU the factor is 1/6 per layer,
     so a 30-layer MLP without normalization starts with its first layers receiving gradients
-    ~1e-23 times those of its last (DESIGN.md §2). Such networks do not train with SGD, and
+    ~1e-23 times those of its last (docs/science.md §2). Such networks do not train with SGD, and
     train slowly at best with Adam.
 
     ## Example
@@ -44,15 +46,17 @@ class VanishingSignal(Rule):
     add normalization layers (BatchNorm/LayerNorm) or residual connections.
 
     ## Options
-    - `low` (1e-3): the ratio below which the signal counts as vanished (AUTOTRAINER's β1).
+    - `low` (1e-3): the ratio below which the signal counts as vanished (AUTOTRAINER's β1):
+      of variances forward, of gradient norms backward (a gradient energy ratio of 1e-6).
 
     ## Known false positives
     Deliberately small residual branches (LayerScale, ReZero, SkipInit, zero-init branch
-    ends) are not counted as vanishing; all-zero layers are left to IL101. Ops initlint does
+    ends), and branches whose output is under 1% of the residual sum they join, are not
+    counted as vanishing forward: the skip carries the signal past them; all-zero layers are left to IL101. Ops initlint does
     not model pass the variance through unchanged and are listed in the notes.
 
     ## References
-    - DESIGN.md §1-§4, §8
+    - docs/science.md §1-§4, §8
     - Schoenholz et al. 2017, "Deep Information Propagation"
     - Zhang et al. 2021, "AUTOTRAINER" (β1 = 1e-3)
     """
@@ -71,7 +75,7 @@ class VanishingSignal(Rule):
                 f"{crossing.direction} signal vanishes: {crossing.describe()}, below {self.settings['low']:g}",
                 evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": crossing.anchor, "layers": crossing.layers_between},
                 prediction=Prediction(
-                    QUANTITY[crossing.direction], Claim.BELOW, self.settings["low"], from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
+                    QUANTITY[crossing.direction], Claim.BELOW, crossing.measured_threshold(self.settings["low"]), from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
                 ),
                 fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU (xavier with the activation's gain before tanh), or add normalization/residual connections",
             )

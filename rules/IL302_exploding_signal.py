@@ -15,10 +15,11 @@ class ExplodingSignal(Rule):
     """The predicted forward signal or backward gradient grows above `high` along the depth.
 
     ## What it does
-    Runs the same static signal propagation as IL301 (DESIGN.md §1-§4) and reports where the
-    forward ratio (relative to the first weighted layer of a chain between normalizations) or
-    the backward ratio (relative to the last) first rises above `high`, naming that layer and
-    the factor per layer.
+    Runs the same static signal propagation as IL301 (docs/science.md §1-§4, §11) and reports
+    where the forward variance ratio (relative to the first weighted layer of a chain between
+    normalizations) or the backward gradient norm ratio (relative to the last) first rises
+    above `high`, naming that layer and the factor per layer. Softmax outputs sum to one:
+    attention averages its values and never amplifies them, whatever the logits' scale.
 
     ## Why is this bad?
     A per-layer factor above one compounds just as geometrically as one below: with N(0, 1)
@@ -40,8 +41,9 @@ class ExplodingSignal(Rule):
     `std = gain / sqrt(fan_in)`. Normalization layers cut the growth.
 
     ## Options
-    - `high` (1e3): the ratio above which the signal counts as exploding. Deep BatchNorm
-      networks reach gradient ratios of about 50 at init and train fine (DESIGN.md §10).
+    - `high` (1e3): the ratio above which the signal counts as exploding (of variances
+      forward, of gradient norms backward). Deep BatchNorm
+      networks reach gradient ratios of about 50 at init and train fine (docs/science.md §10).
 
     ## Known false positives
     Pre-LN transformers grow their residual stream linearly with depth (ratios of a few
@@ -49,7 +51,7 @@ class ExplodingSignal(Rule):
     unchanged and are listed in the notes.
 
     ## References
-    - DESIGN.md §1-§4, §6, §10
+    - docs/science.md §1-§4, §6, §10
     - Pascanu et al. 2013, "On the difficulty of training recurrent neural networks"
     """
 
@@ -67,7 +69,7 @@ class ExplodingSignal(Rule):
                 f"{crossing.direction} signal explodes: {crossing.describe()}, above {self.settings['high']:g}",
                 evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": crossing.anchor, "layers": crossing.layers_between},
                 prediction=Prediction(
-                    QUANTITY[crossing.direction], Claim.ABOVE, self.settings["high"], from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
+                    QUANTITY[crossing.direction], Claim.ABOVE, crossing.measured_threshold(self.settings["high"]), from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
                 ),
                 fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU, std = gain/sqrt(fan_in) for custom normal init, or add normalization",
             )

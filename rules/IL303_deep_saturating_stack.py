@@ -19,7 +19,7 @@ class DeepSaturatingStack(Rule):
     Finds maximal chains of (weighted layer → sigmoid/tanh) pairs in which each activation
     feeds only the next weighted layer: no normalization, no residual connection, no gating
     product in between. A chain with `min_sigmoid_layers` or more sigmoid layers is an error
-    (DESIGN.md §6); any such chain whose predicted gradient factor ∏√χ falls below
+    (docs/science.md §6); any such chain whose predicted gradient factor ∏√χ falls below
     `error_below` is an error too, and below `warning_below` (with three or more layers) a
     warning.
 
@@ -53,7 +53,7 @@ class DeepSaturatingStack(Rule):
     a product, not to the next weighted layer.
 
     ## References
-    - DESIGN.md §1, §6
+    - docs/science.md §1, §6
     - Glorot & Bengio 2010, "Understanding the difficulty of training deep feedforward neural networks"
     """
 

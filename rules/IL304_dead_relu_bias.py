@@ -19,8 +19,10 @@ class DeadReluBias(Rule):
     ## What it does
     For each ReLU/ReLU6 fed by a weighted layer with a bias, predicts the standard deviation
     σ_z of the pre-activation without the bias (fan_in·Var(W) times the second moment reaching
-    the layer, from signal propagation) and counts the units with b_i < -`sigmas`·σ_z: such a unit is active with
-    probability below 0.13% (DESIGN.md §5). Where a normalization sits between the layer and
+    the layer, from signal propagation, which carries the means: a negative bias before a ReLU
+    shrinks what reaches the next layer) and counts the units with b_i < -`sigmas`·σ_z: such a
+    unit is active with probability below 0.13% (docs/science.md §5). A bias that is harmless
+    at the first layer can so be fatal a few layers on, where the signal has shrunk. Where a normalization sits between the layer and
     the ReLU, its shift β_i and scale γ_i decide instead (β_i < -`sigmas`·|γ_i|). An error
     when more than `error_fraction` of the layer's units are dead, a warning above
     `warning_fraction`.
@@ -51,7 +53,7 @@ class DeadReluBias(Rule):
     fraction on real batches.
 
     ## References
-    - DESIGN.md §5 (dead ReLU from bias), §8 (dead units, AUTOTRAINER γ = 0.7)
+    - docs/science.md §5 (dead ReLU from bias), §8 (dead units, AUTOTRAINER γ = 0.7), §11 (means)
     - Lu et al. 2019, "Dying ReLU and Initialization: Theory and Numerical Examples"
     """
 
@@ -81,13 +83,14 @@ class DeadReluBias(Rule):
             bound = self.settings["error_fraction"] if severity is Severity.ERROR else self.settings["warning_fraction"]
             yield self.finding(
                 where.name,
-                f"{dead} of {total} units ({fraction:.0%}) have {source} below -{k:g}σ = {threshold:.3g} "
-                f"(predicted pre-activation std {threshold / k:.3g}): they are inactive for almost every input and get no gradient",
+                f"{dead} of {total} units ({fraction:.0%}) start dead and will not train: they output 0 for almost every input, "
+                f"so their weights get no gradient; their {source} is below -{k:g}σ = {-threshold:.3g} "
+                f"(predicted pre-activation std {threshold / k:.3g})",
                 severity,
                 evidence={"dead_units": dead, "units": total, "fraction": fraction, "threshold": threshold},
                 # Measured after the weighted layer that feeds the ReLU (through the normalization).
                 prediction=Prediction(Quantity.DEAD_FRACTION, Claim.ABOVE, bound, to_layer=layer.name, predicted=fraction) if layer is not None else None,
-                fix="nn.init.zeros_(bias) (or a small positive constant) for layers followed by ReLU",
+                fix=f'nn.init.zeros_(model.get_parameter("{where.name}")) (or nn.init.constant_(..., 0.01)): a layer followed by ReLU starts with its bias at or just above 0',
             )
 
     def _dead_units(self, graph, sig, act, k):
@@ -136,6 +139,10 @@ def conv_batchnorm_relu_negative_shift():
     return model
 
 
+def relu_mlp_10_bias_minus_1():
+    return _relu_mlp(-1.0, depth=10)
+
+
 def relu_mlp_zero_bias():
     return _relu_mlp(0.0)
 
@@ -149,9 +156,10 @@ def relu_mlp_small_negative_bias():
 
 
 DeadReluBias.must_flag = (
-    # Only the first layer: behind it the mean-field model, which treats biases as noise
-    # around zero, cannot see that the next layers' inputs are all zero too.
     Example(relu_mlp_bias_minus_5, flagged=("0.bias",), severity="error"),
+    # -1 is within 3σ at the first two layers; the negative means shrink the signal until the
+    # third layer's units are all dead.
+    Example(relu_mlp_10_bias_minus_1, flagged=("4.bias",), severity="error"),
     Example(conv_batchnorm_relu_negative_shift, flagged=("1.bias",), severity="error", input_shape=(2, 3, 8, 8)),
 )
 DeadReluBias.must_not_flag = (

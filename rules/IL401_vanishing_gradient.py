@@ -22,7 +22,7 @@ class VanishingGradient(Rule):
     The first layers then learn a thousand times slower than the last ones, or not at all;
     the deep part of the network stays at its random init. Weight-gradient ratios alone miss
     this: on a 30-layer ReLU MLP with Xavier init the weight-gradient ratio was 0.62 while the
-    activation-gradient ratio was 3.6e-5 and the forward variance 1.4e-9 (DESIGN.md §8).
+    activation-gradient ratio was 3.6e-5 and the forward variance 1.4e-9 (docs/science.md §8).
 
     ## Example
     ```python
@@ -53,10 +53,10 @@ class VanishingGradient(Rule):
     (torch's default eval-mode export) has no normalization left, and the probe measures the
     network as exported: a healthy MobileNetV3 then shows a gradient ratio near 1e-9. Export
     with `do_constant_folding=False` (or in training mode) to keep BatchNorm, which the probe
-    runs with batch statistics (DESIGN.md §10).
+    runs with batch statistics (docs/science.md §10).
 
     ## References
-    - DESIGN.md §8 (dynamic probe criteria, measured numbers)
+    - docs/science.md §8 (dynamic probe criteria, measured numbers)
     - Zhang et al. 2021, "AUTOTRAINER: An Automatic DNN Training Problem Detection and Repair System" (β1 = 1e-3)
     - Glorot & Bengio 2010; He et al. 2015
     """

@@ -19,7 +19,7 @@ class ExplodingGradient(Rule):
     The first layers get updates orders of magnitude larger than the last ones: at any
     learning rate small enough for them the rest of the network does not learn, and at a
     larger one the loss diverges to NaN. Over-scaled weights (N(0,1) instead of a fan-scaled
-    init) do this; with tanh the gradient explodes while the units saturate (DESIGN.md §6).
+    init) do this; with tanh the gradient explodes while the units saturate (docs/science.md §6).
 
     ## Example
     ```python
@@ -42,14 +42,14 @@ class ExplodingGradient(Rule):
 
     ## Known false positives
     Deep BatchNorm networks show large ratios at init in training mode and train fine
-    (≈48 for ResNet-50 at 224×224 in DESIGN.md; the probe measures 36): the threshold leaves
+    (≈48 for ResNet-50 at 224×224 in docs/science.md §10; the probe measures 36): the threshold leaves
     room for that. Global average pooling shares the gradient among the positions it
     averages, so the ratio grows as the input shrinks (ResNet-50, measured: 36 at 224, 57 at
     112, 109 at 64, 295 at 32). Without an example input the probe uses 224×224 for image
     models that accept it; an ImageNet architecture probed at CIFAR size reads high.
 
     ## References
-    - DESIGN.md §8 (thresholds), §10 (ResNet-50 ≈ 48 in training mode)
+    - docs/science.md §8 (thresholds), §10 (ResNet-50 ≈ 48 in training mode)
     - Zhang et al. 2021, "AUTOTRAINER: An Automatic DNN Training Problem Detection and Repair System" (β3 = 70)
     - Pascanu et al. 2013, "On the difficulty of training recurrent neural networks"
     """

@@ -42,12 +42,12 @@ class DeadUnits(Rule):
 
     ## Known false positives
     Healthy He-initialized plain ReLU nets already show 25-44% dead units at depth 30-50
-    (DESIGN.md §8), hence 0.7 and not 0.5; a real bias pathology reaches 0.96-1.0. A very
+    (docs/science.md §8), hence 0.7 and not 0.5; a real bias pathology reaches 0.96-1.0. A very
     small probe batch makes units look dead by chance: the probe uses a few hundred samples
     where the model is small.
 
     ## References
-    - DESIGN.md §5 (dead ReLU from bias), §8 (dead-unit criterion, measured healthy levels)
+    - docs/science.md §5 (dead ReLU from bias), §8 (dead-unit criterion, measured healthy levels)
     - Zhang et al. 2021, "AUTOTRAINER" (γ = 0.7); Wardat et al. 2022, "DeepDiagnosis" (ICSE 2022)
     - Lu et al. 2019, "Dying ReLU and Initialization: Theory and Numerical Examples"
     """

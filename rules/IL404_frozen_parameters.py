@@ -51,7 +51,7 @@ class FrozenParameters(Rule):
     does not use (no gradient at all) is not reported.
 
     ## References
-    - DESIGN.md §5 (when a zero tensor is fatal), §8 (permanently frozen: zero after one step on a copy)
+    - docs/science.md §5 (when a zero tensor is fatal), §8 (permanently frozen: zero after one step on a copy)
     - Hu et al. 2021, "LoRA"; Zhang et al. 2019, "Fixup Initialization"; Bachlechner et al. 2020, "ReZero"
     """
 

@@ -8,7 +8,7 @@ import pytest
 
 from initlint import engine
 from initlint.engine import Registry, RegistryError, Rule, Severity, registry, run_rules
-from initlint.loaders.onnx_loader import load_onnx
+from initlint.loaders.onnx import load_onnx
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 

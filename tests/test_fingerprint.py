@@ -1,4 +1,4 @@
-"""Init fingerprinting (DESIGN.md §7): a measured confusion table over real torch inits."""
+"""Init fingerprinting (docs/science.md §7): a measured confusion table over real torch inits."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ def test_square_glorot_reports_the_equivalent_set():
 
 
 def test_glorot_and_he_fan_out_on_a_stem_conv_are_reported_together():
-    # DESIGN.md §7: at 64×3×3×3 Xavier and He fan_out differ by only 4.7% in variance.
+    # docs/science.md §7: at 64×3×3×3 Xavier and He fan_out differ by only 4.7% in variance.
     fp = _fingerprint_of("glorot_normal", (64, 3, 3, 3), 1)
     assert fp.status == "ambiguous"
     assert {"glorot_normal", "he_normal_fan_out"} <= set(fp.names)

@@ -1,7 +1,8 @@
-"""Fans and structure per op, in both loaders (DESIGN.md §2 "get them right or every rule lies")."""
+"""Fans and structure per op, in both loaders (docs/science.md §2 "get them right or every rule lies")."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import onnx.numpy_helper as onh
 import pytest
 
 from initlint import graph as g
-from initlint.loaders.onnx_loader import build_graph
+from initlint.loaders.onnx import build_graph
 
 
 def onnx_graph(nodes, inputs, outputs, initializers):
@@ -131,7 +132,7 @@ torch = pytest.importorskip("torch")
 def test_torch_fans_per_module_kind():
     from torch import nn
 
-    from initlint.loaders.torch_loader import graph_from_module
+    from initlint.loaders.torch import graph_from_module
 
     class Net(nn.Module):
         def __init__(self):
@@ -155,3 +156,46 @@ def test_torch_fans_per_module_kind():
     assert (layers["up"].fan_in, layers["up"].fan_out, layers["up"].units) == (64 * 4, 8 * 4, 8)
     assert (layers["fc"].fan_in, layers["fc"].fan_out) == (8, 2)
     assert graph.activation_after(layers["conv"]).activation == "relu"
+
+
+@pytest.mark.parametrize(
+    "shape, groups, transposed, fans",
+    [
+        ((64, 32), 1, False, (32, 64)),  # a matrix [out, in]
+        ((64, 16, 3, 3), 1, False, (144, 576)),
+        ((256, 1, 3, 3), 256, False, (9, 9)),  # depthwise: per-group fan_out 9, not 2304
+        ((64, 8, 3, 3), 4, False, (72, 144)),  # grouped
+        ((16, 32, 4, 4), 1, True, (256, 512)),  # transposed [C_in, C_out/groups, k...]
+        ((16, 8, 3), 2, True, (24, 24)),
+    ],
+)
+def test_conv_fans_count_per_group(shape, groups, transposed, fans):
+    assert g.conv_fans(shape, groups, transposed) == fans
+
+
+def test_convolution_fans_are_computed_in_one_place():
+    """Every loader takes a kernel's fans from graph.conv_fans: four hand-written copies of the
+    receptive-field product had drifted apart before."""
+    root = Path(__file__).resolve().parents[1] / "initlint"
+    copies = [
+        f"{path.relative_to(root.parent)}:{number}"
+        for path in root.rglob("*.py")
+        if path.name != "graph.py"
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"shape\[2:\]|receptive\w*\s*=", line)
+    ]
+    assert copies == [], copies
+
+
+def test_weights_only_and_module_conv_fans_agree():
+    torch = pytest.importorskip("torch")
+    from initlint.loaders.torch import graph_from_module
+    from initlint.loaders.weights_only import add_weight_layers
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3), torch.nn.ConvTranspose2d(16, 4, 2), torch.nn.Conv2d(4, 4, 3, groups=4))
+    live = graph_from_module(model, "live")
+    assert [(l.fan_in, l.fan_out) for l in live.weighted_layers()] == [(72, 144), (64, 16), (9, 9)]
+    weights_only = g.ModelGraph(target="w", format="state_dict", has_structure=False)
+    weights_only.tensors = {name: live.tensors[name] for name in ("0.weight",)}
+    add_weight_layers(weights_only)
+    assert (weights_only.layers["0"].fan_in, weights_only.layers["0"].fan_out) == (72, 144)

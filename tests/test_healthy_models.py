@@ -98,12 +98,12 @@ def test_healthy_model_has_no_error(build, example, form):
 
 @pytest.mark.parametrize("name", ["mobilenet_v3_small", "resnet18"])
 def test_eval_mode_export_with_batchnorm_folded_has_no_error(name, tmp_path):
-    """Deployed exports fold BatchNorm into the convolutions (DESIGN.md §10): still healthy."""
+    """Deployed exports fold BatchNorm into the convolutions (docs/science.md §10): still healthy."""
     import io
 
     import onnx
 
-    from initlint.loaders.onnx_loader import build_graph
+    from initlint.loaders.onnx import build_graph
 
     torch.manual_seed(0)
     model = getattr(models, name)().eval()

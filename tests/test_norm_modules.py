@@ -10,7 +10,7 @@ from torch import nn  # noqa: E402
 
 from initlint import graph as g  # noqa: E402
 from initlint.engine import Severity  # noqa: E402
-from initlint.loaders.torch_loader import graph_from_exported, graph_from_module  # noqa: E402
+from initlint.loaders.torch import graph_from_exported, graph_from_module  # noqa: E402
 from initlint.runner import LintOptions, TargetResult, lint_graph  # noqa: E402
 
 

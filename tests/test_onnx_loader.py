@@ -15,7 +15,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from initlint.errors import InitlintError
-from initlint.loaders.onnx_loader import build_graph, load_onnx
+from initlint.loaders.onnx import build_graph, load_onnx
 from initlint.runner import LintOptions, lint_target
 
 RNG = np.random.default_rng(0)

@@ -35,6 +35,39 @@ def test_hook_definition_matches_model_suffixes():
     assert not files.search("train.py") and not files.search("weights.bin") and not files.search("model.onnx.txt")
 
 
+def pre_commit_home(config, tmp_path: Path) -> Path:
+    """pytest's cache directory when the cache plugin is active (the hook environment then
+    survives between runs), else a temporary one: with ``-p no:cacheprovider`` the config has
+    no ``cache`` attribute at all."""
+    cache = getattr(config, "cache", None)
+    return cache.mkdir("initlint-pre-commit") if cache is not None else tmp_path / "pre-commit-cache"
+
+
+def test_pre_commit_home_without_the_cache_plugin(tmp_path):
+    class ConfigWithoutCache:  # what `pytest -p no:cacheprovider` hands the test
+        pass
+
+    assert pre_commit_home(ConfigWithoutCache(), tmp_path) == tmp_path / "pre-commit-cache"
+
+
+def test_pre_commit_home_with_the_cache_plugin(tmp_path, request):
+    if getattr(request.config, "cache", None) is None:
+        pytest.skip("pytest runs without its cache plugin")
+    home = pre_commit_home(request.config, tmp_path)
+    assert home.is_dir() and tmp_path not in home.parents
+
+
+def test_documented_pre_commit_revs_exist_or_are_placeholders():
+    """A `rev:` in the docs must be a placeholder the user fills in or a ref this repository has."""
+    for doc in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")]:
+        for rev in re.findall(r"^\s*rev:\s*(\S.*?)\s*$", doc.read_text(), flags=re.M):
+            if rev.startswith("<"):
+                continue
+            if shutil.which("git") is None or _git(ROOT, "rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
+                pytest.skip("checking a pinned rev needs a git checkout")
+            assert _git(ROOT, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}", check=False).returncode == 0, f"{doc.name}: rev {rev!r} does not exist"
+
+
 def _git(cwd: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, check=check, timeout=120)
 
@@ -45,7 +78,7 @@ def test_commit_of_broken_model_is_blocked_and_healthy_allowed(tmp_path, request
     if _git(ROOT, "rev-parse", "--is-inside-work-tree", check=False).returncode != 0:
         pytest.skip("the repository is not a git checkout")
     rev = _git(ROOT, "rev-parse", "HEAD").stdout.strip()
-    cache = request.config.cache.mkdir("initlint-pre-commit") if request.config.cache else tmp_path / "pre-commit-cache"
+    cache = pre_commit_home(request.config, tmp_path)
     env = {**os.environ, "PRE_COMMIT_HOME": str(cache), "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"}
     project = tmp_path / "project"
     project.mkdir()

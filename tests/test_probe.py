@@ -18,7 +18,7 @@ from click.testing import CliRunner  # noqa: E402
 
 from initlint.cli import main  # noqa: E402
 from initlint.engine import Finding, Severity  # noqa: E402
-from initlint.loaders.torch_loader import graph_from_module  # noqa: E402
+from initlint.loaders.torch import graph_from_module  # noqa: E402
 from initlint.probe import ProbeOptions, run_probe  # noqa: E402
 from initlint.measurement import ProbeMeasurement  # noqa: E402
 from initlint.prediction import Claim, Prediction, Quantity  # noqa: E402

@@ -50,6 +50,43 @@ def test_every_rule_has_examples_both_ways():
         assert rule.must_flag and rule.must_not_flag, f"{rule.code} needs must-flag and must-not-flag examples"
 
 
+def test_rules_import_model_builders_not_test_helpers():
+    """Loading every rule (and building its examples' models) leaves initlint.testing, the
+    helpers that export ONNX and run the probe for tests, unimported."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from initlint.engine import registry\n"
+        "rules = registry()\n"
+        "assert rules, 'no rules loaded'\n"
+        "for rule in rules:\n"
+        "    for example in (*rule.must_flag, *rule.must_not_flag):\n"
+        "        example.build()\n"
+        "print(sorted(m for m in sys.modules if m.startswith('initlint.testing')))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.strip() == "[]", run.stdout
+
+
+def test_dead_relu_bias_message_states_a_negative_threshold():
+    """IL304 once printed "bias below -3σ = 4.27": the bound a bias must be below is negative."""
+    import re
+
+    from initlint.engine import registry
+
+    rule = next(r for r in registry() if r.code == "IL304")
+    example = rule.must_flag[0]
+    torch.manual_seed(0)
+    [finding] = [f for f in findings_for(rule, graph_of(example.build(), "torch"), example) if f.code == "IL304"][:1]
+    bound = re.search(r"below -3σ = (-?[\d.]+)", finding.message)
+    assert bound and float(bound.group(1)) < 0, finding.message
+    assert finding.message.startswith(tuple("0123456789")) and "will not train" in finding.message
+    assert f'nn.init.zeros_(model.get_parameter("{finding.location}"))' in finding.fix
+
+
 # Rules whose claim is not (yet) a quantity the probe measures, and why.
 UNMEASURED = {
     "IL105": "the shared component of a nonzero-mean weight depends on the input's mean, which the probe's N(0, 1) batch lacks",

@@ -275,7 +275,7 @@ _ENTRIES = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(header=st.dictionaries(st.text(max_size=8), _ENTRIES | _JSON_VALUES, max_size=4), data=st.binary(max_size=64), cut=st.integers(0, 200))
 def test_safetensors_mutations_never_crash(tmp_path, header, data, cut):
     path = tmp_path / "fuzz.safetensors"

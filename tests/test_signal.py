@@ -1,4 +1,4 @@
-"""Static signal propagation (DESIGN.md §1, §3, §4), the ONNX folding pass, and the depth behaviour of IL2xx/IL3xx."""
+"""Static signal propagation (docs/science.md §1, §3, §4), the ONNX folding pass, and the depth behaviour of IL2xx/IL3xx."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ nn = torch.nn
 
 from initlint.testing import export_onnx, graph_of  # noqa: E402
 
-# DESIGN.md §3: (fwd, bwd) at q = 0.25, 1, 4.
-DESIGN_GAINS = {
+# docs/science.md §3: (fwd, bwd) at q = 0.25, 1, 4.
+MEASURED_GAINS = {
     "relu": [(0.5, 0.5)] * 3,
     "relu6": [(0.5, 0.5), (0.5, 0.5), (0.498, 0.499)],
     "elu": [(0.749, 0.762), (0.645, 0.668), (0.565, 0.594)],
@@ -35,9 +35,9 @@ DESIGN_GAINS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(DESIGN_GAINS))
+@pytest.mark.parametrize("name", sorted(MEASURED_GAINS))
 def test_activation_gains_match_design_table(name):
-    for q, (fwd, bwd) in zip((0.25, 1.0, 4.0), DESIGN_GAINS[name]):
+    for q, (fwd, bwd) in zip((0.25, 1.0, 4.0), MEASURED_GAINS[name]):
         got_fwd, got_bwd = activation_gains(name, q)
         assert got_fwd == pytest.approx(fwd, abs=0.003), (name, q)
         assert got_bwd == pytest.approx(bwd, abs=0.003), (name, q)
@@ -59,7 +59,7 @@ def _mlp(depth, width, activation, init=None, bias=True):
     return nn.Sequential(*layers)
 
 
-# DESIGN.md §1 (measured, 30 layers × 256): per-layer gradient factor √χ.
+# docs/science.md §1 (measured, 30 layers × 256): per-layer gradient factor √χ.
 @pytest.mark.parametrize(
     "activation, init, sqrt_chi",
     [
@@ -185,7 +185,7 @@ class _RMSNorm(nn.Module):  # LLaMA's RMSNorm, as HF writes it
 def _onnx_graph(model, example, opset):
     import onnx
 
-    from initlint.loaders.onnx_loader import build_graph
+    from initlint.loaders.onnx import build_graph
 
     buffer = io.BytesIO()
     with warnings.catch_warnings():

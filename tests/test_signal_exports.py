@@ -1,4 +1,4 @@
-"""Inference-form exports of BatchNorm networks must not look like plain deep stacks (DESIGN.md §10)."""
+"""Inference-form exports of BatchNorm networks must not look like plain deep stacks (docs/science.md §10)."""
 
 from __future__ import annotations
 

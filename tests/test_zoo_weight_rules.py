@@ -18,7 +18,7 @@ from torch import nn  # noqa: E402
 
 from initlint.engine import Severity, registry, run_rules  # noqa: E402
 from initlint.loaders import LoadOptions, load  # noqa: E402
-from initlint.loaders.torch_loader import graph_from_module  # noqa: E402
+from initlint.loaders.torch import graph_from_module  # noqa: E402
 from initlint.testing import export_onnx  # noqa: E402
 
 IMAGE = (2, 3, 32, 32)
@@ -231,7 +231,7 @@ def test_peft_lora_with_b_zero_is_clean_and_both_zero_is_fatal():
 def test_folded_batchnorm_conv_in_eval_export_is_named_after_its_module(tmp_path):
     import onnx
 
-    from initlint.loaders.onnx_loader import build_graph
+    from initlint.loaders.onnx import build_graph
 
     class Block(nn.Module):
         def __init__(self):
@@ -272,7 +272,7 @@ def test_dynamo_export_transposed_linear_weight_is_named_after_its_module():
     import onnx
     from onnx import helper, numpy_helper
 
-    from initlint.loaders.onnx_loader import build_graph
+    from initlint.loaders.onnx import build_graph
 
     rng = np.random.default_rng(0)
     weights = {"val_0": rng.normal(0, 0.3, (8, 16)), "val_2": rng.uniform(0, 1, (16, 16)), "val_4": rng.normal(0, 0.2, (16, 4))}
@@ -302,10 +302,10 @@ def test_dynamo_export_transposed_linear_weight_is_named_after_its_module():
 
 def test_two_zero_layers_around_gelu_decomposed_by_opset_17_export_are_fatal(tmp_path):
     """BERT's intermediate -> GELU -> output with both zero: gelu(0) = 0 feeds a zero layer, fatal
-    (DESIGN.md §5). The torch form says error; the opset-17 export stopped at Erf and said warning."""
+    (docs/science.md §5). The torch form says error; the opset-17 export stopped at Erf and said warning."""
     import onnx
 
-    from initlint.loaders.onnx_loader import build_graph
+    from initlint.loaders.onnx import build_graph
 
     model = nn.Sequential(nn.Linear(8, 16), nn.GELU(), nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 16), nn.GELU(), nn.Linear(16, 4))
     with torch.no_grad():

@@ -8,8 +8,6 @@ with torch's layout: units along axis 0, fan-in = shape[1] x receptive field.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .. import graph as g
 from ..graph import Layer, ModelGraph
 
@@ -24,12 +22,11 @@ def add_weight_layers(graph: ModelGraph) -> None:
         if leaf != "weight" or tensor.ndim < 2 or not tensor.dtype.startswith(("float", "bfloat")):
             continue
         layer = Layer(name=prefix or name, kind=g.LINEAR, op="weights-only", params={"weight": tensor})
-        receptive = int(np.prod(tensor.shape[2:])) if tensor.ndim > 2 else 1
         if any(hint in name.lower() for hint in EMBEDDING_HINTS) and tensor.ndim == 2:
             layer.kind, layer.fan_in, layer.fan_out = g.EMBEDDING, 1, tensor.shape[1]
         else:
             layer.kind = g.LINEAR if tensor.ndim == 2 else g.CONV
-            layer.fan_in, layer.fan_out = tensor.shape[1] * receptive, tensor.shape[0] * receptive
+            layer.fan_in, layer.fan_out = g.conv_fans(tensor.shape)
         bias = graph.tensors.get(f"{prefix}.bias") if prefix else None
         if bias is not None and bias.shape == tensor.shape[:1]:
             layer.params["bias"] = bias

@@ -1,5 +1,5 @@
 """Measure a model's signal at initialization: a few seeded forward + backward passes with hooks
-on every weighted layer (DESIGN §8).
+on every weighted layer (docs/science.md §8).
 
 Per weighted layer and pass: the output's mean, std and second moment, with and without the
 bias (forward signal), the norm and RMS of the loss gradient with respect to the layer's input
@@ -33,11 +33,11 @@ MAX_SEEDS = 3
 GRADIENT_BOUNDS = (1e-3, 70.0)
 GRADIENT_NEAR_DECADES = 0.25
 # Optimizer for the frozen-parameter check and --train-steps: plain SGD, because Adam's
-# per-parameter normalization trains many badly initialized nets that SGD cannot (DESIGN §10).
+# per-parameter normalization trains many badly initialized nets that SGD cannot (docs/science.md §10).
 SGD_LR = 0.01
 TRAIN_LR = 0.1  # --train-steps: the usual plain-SGD rate, so a trainable net visibly moves in a few steps
 LOSS_MOVED = 0.01  # relative change of the loss that counts as "the loss moved"
-# Pre-activation magnitude at which these activations saturate (DESIGN §8).
+# Pre-activation magnitude at which these activations saturate (docs/science.md §8).
 SATURATION_AT = {"tanh": 2.0, "sigmoid": 4.0}
 
 
@@ -88,9 +88,9 @@ def first_tensor(output):
     if isinstance(logits, torch.Tensor):
         return logits
     values = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
-    for value in values:
+    for value in values:  # the first floating-point one: scikit-learn exports return the label first
         found = first_tensor(value)
-        if found is not None:
+        if found is not None and found.is_floating_point():
             return found
     return None
 
@@ -421,7 +421,7 @@ def _assemble(graph, watched, per_seed, seeds, losses, loss_name, shapes, runnab
 def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_Watched]) -> dict:
     """Forward ratio: the second moment of the weights' part of the output (bias removed) at
     the last over the first weighted layer; gradient ratio: the norm of the loss gradient with
-    respect to the first weighted layer's input over that of the last (DESIGN §8, whose
+    respect to the first weighted layer's input over that of the last (docs/science.md §8, whose
     thresholds and measurements — 3.6e-5 at ReLU + Xavier depth 30, ≈48 for ResNet-50 — are
     of norms, not of per-element RMS). An exactly zero signal at either end is left out. Layers whose weights
     are all zero carry no signal by construction (a zero head, a LoRA B) and are left out; an
@@ -453,7 +453,7 @@ def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_W
 
 
 def _still_frozen(torch, runnable: Runnable, candidates: list[str], seed: int, budget: Budget) -> list[str]:
-    """Which exactly-zero gradients stay exactly zero after SGD steps on a copy (DESIGN §8)."""
+    """Which exactly-zero gradients stay exactly zero after SGD steps on a copy (docs/science.md §8)."""
     module = copy.deepcopy(runnable.module)
     inner_of = {user: inner for inner, user in runnable.param_names.items()}
     optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=SGD_LR)

@@ -14,8 +14,9 @@ import numpy as np
 
 from .. import graph as g
 from ..graph import ModelGraph
+from .onnx_ops import register_converters, rewrite_ml_ops
 
-# Small defaults for dimensions nobody fixed (DESIGN §8: a batch of a few hundred samples
+# Small defaults for dimensions nobody fixed (docs/science.md §8: a batch of a few hundred samples
 # where the model is small, fewer where one sample is large).
 SAMPLE_ELEMENTS_BUDGET = 2**20
 MIN_BATCH, MAX_BATCH = 8, 256
@@ -56,7 +57,7 @@ def batch_for(sample_elements: int, budget: int = SAMPLE_ELEMENTS_BUDGET) -> int
 
 
 def set_probe_mode(module) -> None:
-    """Normalization layers use batch statistics, as in training (DESIGN §10: an ONNX export
+    """Normalization layers use batch statistics, as in training (docs/science.md §10: an ONNX export
     run in inference form makes healthy BatchNorm nets look broken); dropout stays off so the
     measurement is not noise."""
     import torch
@@ -240,18 +241,25 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
         proto = onnx.load(graph.target)
     except Exception as exc:
         raise ProbeUnavailable(f"the ONNX file could not be loaded with its weights ({type(exc).__name__}: {exc})") from None
-    layer_of_node = _onnx_layer_names(proto)
+    # The loader's own names for the top-level nodes: one naming, shared with the findings.
+    layer_of_node = dict(graph.metadata.get("onnx_layer_of_node") or _onnx_layer_names(proto))
     original_initializers = {init.name for init in proto.graph.initializer}
     for index, node in enumerate(proto.graph.node):
         node.name = f"n{index}"  # module names onnx2torch can use, and that map back to layers
     _training_form(proto)
     _add_missing_converters()
+    register_converters()
+    rewrite_ml_ops(proto)
+    try:  # shapes on every value: converters such as BatchNorm's pick their module by rank
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception:
+        pass
     notes = _older_converters(proto)
     restored = _restore_folded_norms(proto, graph, layer_of_node)
     if restored:
         notes.append(
             f"the probe put back {restored} BatchNorm layers that the eval-mode export folded into convolutions "
-            "(as at init: scale 1, shift 0, batch statistics), so it measures the network as it trains (DESIGN.md §10)"
+            "(as at init: scale 1, shift 0, batch statistics), so it measures the network as it trains (docs/science.md §10)"
         )
     try:
         module = onnx2torch.convert(proto, attach_onnx_mapping=True)
@@ -396,7 +404,7 @@ def _training_form(proto) -> None:
             tensor = numpy_helper.to_array(value.t)
             proto.graph.initializer.append(numpy_helper.from_array(tensor, node.output[0]))
             proto.graph.node.remove(node)
-    # The TorchScript exporter links shared initializers through Identity nodes (DESIGN §10);
+    # The TorchScript exporter links shared initializers through Identity nodes (docs/science.md §10);
     # onnx2torch wants the weights of Conv/Gemm as initializers, so point the uses at the source.
     initializers = {init.name for init in proto.graph.initializer}
     graph_outputs = {o.name for o in proto.graph.output}
@@ -437,7 +445,6 @@ def _onnx_parameters(torch, module, proto, trainable: set[str]) -> dict[str, str
     """
     initializers = {init.name for init in proto.graph.initializer}
     names: dict[str, str] = {}
-    counter = 0
     for node in proto.graph.node:
         sub = getattr(module, node.name, None)
         if sub is None:
@@ -449,13 +456,15 @@ def _onnx_parameters(torch, module, proto, trainable: set[str]) -> dict[str, str
             if match is not None:
                 inits.remove(match)
                 names[f"{node.name}.{pname}"] = match
-        mapping = getattr(sub, "onnx_mapping", None)
-        for value in getattr(mapping, "inputs", ()):
-            if value in initializers:
-                buffer_name = f"onnx_initializer_{counter}"
-                counter += 1
-                if value in trainable:
-                    names[f"initializers.{buffer_name}"] = value
+    # Which buffer holds which initializer: read off the converted graph itself (each module
+    # call's arguments follow its onnx_mapping inputs), not re-counted here.
+    for fx_node in module.graph.nodes:
+        if fx_node.op != "call_module":
+            continue
+        mapping = getattr(module.get_submodule(fx_node.target), "onnx_mapping", None)
+        for value, arg in zip(getattr(mapping, "inputs", ()), fx_node.args):
+            if value in trainable and getattr(arg, "op", None) == "get_attr" and module.get_buffer(str(arg.target)).is_floating_point():
+                names[str(arg.target)] = value  # class labels and indices are not weights
     container = getattr(module, "initializers", None)
     if container is not None:
         for key, value in list(container.named_buffers(recurse=False)):

@@ -1,6 +1,6 @@
 """Fold the elementwise subgraphs that exporters write for one activation or norm into one layer.
 
-Exporters decompose what the user wrote as one module: SiLU becomes ``Mul(x, Sigmoid(x))``,
+Exporters decompose what the user wrote as one module, and users write activations by hand: SiLU becomes ``Mul(x, Sigmoid(x))``,
 GELU ``Div → Erf → Add → Mul → Mul`` (or, tanh form, ``Pow → Mul → Add → Mul → Tanh → ...``),
 Mish ``Mul(x, Tanh(Softplus(x)))``, RMSNorm ``Mul(x, Reciprocal(Sqrt(ReduceMean(Pow(x, 2)) + eps)))``.
 Left alone, a SiLU network looks like a stack of sigmoids and a LLaMA export has no
@@ -47,11 +47,17 @@ _BINARY = {
     "Pow": lambda a, b: np.sign(a) * np.abs(a) ** b if float(np.max(np.abs(b - np.round(b)))) > 0 else a**b,
 }
 _REDUCTIONS = {"ReduceMean"}
+# The torch loader's spelling of the same elementwise ops (torch.fx and ATen names).
+_TORCH_SPELLING = {
+    "mul": "Mul", "imul": "Mul", "add": "Add", "iadd": "Add", "sub": "Sub", "isub": "Sub", "truediv": "Div",
+    "itruediv": "Div", "div": "Div", "pow": "Pow", "erf": "Erf", "exp": "Exp", "neg": "Neg", "sqrt": "Sqrt",
+    "reciprocal": "Reciprocal", "abs": "Abs", "mean": "ReduceMean", "softplus": "Softplus",
+}
 _TRANSCENDENTAL = {"Erf", "Tanh", "Sigmoid", "Softplus", "Exp"}
 _JOINS = {"Mul", "Div"}
 MAX_REGION = 16
 # Activations a decomposed region may turn out to be (identity-like ones are not worth folding).
-_CANDIDATES = ("silu", "gelu", "mish", "hardswish", "softplus", "elu", "selu", "sigmoid", "tanh")
+_CANDIDATES = ("silu", "gelu", "mish", "hardswish", "hardsigmoid", "softplus", "elu", "selu", "sigmoid", "tanh")
 _GRID = np.linspace(-5.0, 5.0, 41)
 
 
@@ -59,7 +65,7 @@ def fold_decomposed_ops(graph: ModelGraph) -> int:
     """Rewrite decomposed activations and RMS/layer norms in place; returns how many were folded."""
     folded = 0
     for join in reversed(list(graph.layers.values())):
-        if join.name not in graph.layers or join.op not in _JOINS or not join.inputs or not _elementwise(join):
+        if join.name not in graph.layers or _op(join) not in _JOINS or not join.inputs or not _elementwise(join):
             continue
         match = _match(graph, join)
         if match is None:
@@ -68,7 +74,7 @@ def fold_decomposed_ops(graph: ModelGraph) -> int:
         for member in region:
             if member is not join:
                 del graph.layers[member.name]
-        ops = sorted({member.op for member in region})
+        ops = sorted({_op(member) for member in region})
         join.kind = kind
         join.op = f"{name} ({'+'.join(ops)})"
         join.inputs = [x.name]
@@ -81,12 +87,24 @@ def fold_decomposed_ops(graph: ModelGraph) -> int:
     return folded
 
 
+def _op(layer: Layer) -> str:
+    return _TORCH_SPELLING.get(layer.op, layer.op)
+
+
+def _known_activation(layer: Layer) -> bool:
+    """An activation layer (Relu, Clip as ReLU6, torch's relu6/hardtanh/tanh): evaluated by its name."""
+    return layer.kind == g.ACTIVATION and not layer.params and layer.activation in activations.FUNCTIONS
+
+
 def _elementwise(layer: Layer) -> bool:
-    if layer.op not in _UNARY and layer.op not in _BINARY and layer.op not in _REDUCTIONS:
+    op = _op(layer)
+    if _known_activation(layer):
+        return True
+    if op not in _UNARY and op not in _BINARY and op not in _REDUCTIONS:
         return False
     if layer.params:
         return False
-    return all(t.size == 1 for t in layer.const_inputs.values()) or layer.op in _REDUCTIONS
+    return all(t.size == 1 for t in layer.const_inputs.values()) or op in _REDUCTIONS
 
 
 def _match(graph: ModelGraph, join: Layer):
@@ -149,7 +167,7 @@ def _region(graph: ModelGraph, join: Layer, x: Layer, area: dict[str, Layer]) ->
 
 
 def _identify(graph: ModelGraph, join: Layer, x: Layer, region: list[Layer]):
-    ops = {node.op for node in region}
+    ops = {_op(node) for node in region}
     if ops & _REDUCTIONS:
         # mean over an axis of a power of x, a root or a reciprocal: x / rms(x) (RMSNorm, or
         # LayerNorm where x is already centred).
@@ -157,7 +175,7 @@ def _identify(graph: ModelGraph, join: Layer, x: Layer, region: list[Layer]):
             if ops & {"Sqrt", "Reciprocal"} or ("Pow" in ops and "Div" in ops):
                 return g.NORM, "norm"
         return None
-    if not ops & _TRANSCENDENTAL:
+    if not ops & _TRANSCENDENTAL and not any(_known_activation(node) for node in region):
         return None
     values = _evaluate(x, region)
     if values is None:
@@ -173,18 +191,24 @@ def _evaluate(x: Layer, region: list[Layer]) -> np.ndarray | None:
     values: dict[str, np.ndarray] = {x.name: _GRID}
     with np.errstate(all="ignore"):
         for node in region:
+            if _known_activation(node) and len(node.inputs) == 1:
+                values[node.name] = np.broadcast_to(activations.apply(node.activation, values[node.inputs[0]], node.attrs.get("alpha")), _GRID.shape)
+                continue
             dynamic = iter(values[p] for p in node.inputs)
             arity = len(node.inputs) + len(node.const_inputs)
+            if any(position >= arity for position in node.const_inputs):
+                return None  # a constant whose place among the operands is not known
             args = []
             for position in range(arity):
                 if position in node.const_inputs:
                     args.append(np.asarray(node.const_inputs[position].values(), dtype=np.float64).reshape(-1)[0])
                 else:
                     args.append(next(dynamic))
-            if node.op in _UNARY and len(args) >= 1:
-                result = _UNARY[node.op](args[0])
-            elif node.op in _BINARY and len(args) == 2:
-                result = _BINARY[node.op](np.asarray(args[0], dtype=np.float64), np.asarray(args[1], dtype=np.float64))
+            op = _op(node)
+            if op in _UNARY and len(args) >= 1:
+                result = _UNARY[op](args[0])
+            elif op in _BINARY and len(args) == 2:
+                result = _BINARY[op](np.asarray(args[0], dtype=np.float64), np.asarray(args[1], dtype=np.float64))
             else:
                 return None
             values[node.name] = np.broadcast_to(np.asarray(result, dtype=np.float64), _GRID.shape)

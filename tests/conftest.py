@@ -1,0 +1,21 @@
+"""Suite-wide settings.
+
+Property-based tests run derandomized (a fixed sequence of examples) and keep no example
+database: the suite's result is the same on every run and machine, and nothing is written into
+the checkout (Hypothesis would otherwise create `.hypothesis/`). A long randomized run is
+opt-in: ``HYPOTHESIS_PROFILE=random`` (and, for the ONNX fuzzer, ``INITLINT_FUZZ_SEED=random``).
+"""
+
+from __future__ import annotations
+
+import os
+
+try:
+    from hypothesis import settings
+except ImportError:  # the property-based tests skip themselves
+    settings = None
+
+if settings is not None:
+    settings.register_profile("initlint", derandomize=True, database=None, deadline=None)
+    settings.register_profile("random", derandomize=False, database=None, deadline=None)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "initlint"))
