@@ -33,6 +33,7 @@ from initlint.testing import all_examples, example_input  # noqa: E402
 
 def lint_module(model, name: str, example) -> TargetResult:
     graph = graph_from_module(model, name, example_input=example)
+    graph.metadata.setdefault("example_input", example)  # as a spec returning (model, example) gives the probe
     result = TargetResult(target=name, format="torch", graph=graph)
     lint_graph(graph, LintOptions(), result)
     return result
