@@ -383,6 +383,7 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
     except ProbeTimeout as exc:
         # The passes stand; a frozen-parameter check cut short confirms nothing.
         result.frozen_parameters = []
+        result.frozen_checked = False
         result.notes.append(f"{exc}; the measured passes are kept")
     return result
 
