@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from initlint.engine import Severity  # noqa: E402
-from initlint.loaders.torch_loader import graph_from_module  # noqa: E402
+from initlint.loaders.torch import graph_from_module  # noqa: E402
 from initlint.options import LintOptions  # noqa: E402
 from initlint.runner import TargetResult, lint_graph  # noqa: E402
 from initlint.testing import all_examples, example_input  # noqa: E402
