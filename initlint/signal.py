@@ -33,6 +33,7 @@ BatchNorm count as normalized.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -135,7 +136,7 @@ def _mean_sq(tensor: g.Tensor | None, default: float = 0.0) -> float:
 def scalar(value) -> float | None:
     """A real number attribute as a float; None for anything else (a hostile file may give a
     list or a string where a number belongs: the default applies then, rather than a crash)."""
-    if isinstance(value, (int, float, np.number)) and not isinstance(value, (bool, np.bool_)):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy scalars included
         return float(value)
     return None
 
@@ -644,6 +645,10 @@ class Crossing:
         """What the thresholds apply to: the forward variance ratio, or the gradient norm ratio
         (AUTOTRAINER's β1 and β3 bound gradient norms, docs/science.md §8)."""
         return self.ratio if self.direction == "forward" else math.sqrt(self.ratio)
+
+    def measured_threshold(self, threshold: float) -> float:
+        """The rule's threshold in the unit of ``ratio`` (an energy backward: the norm's square)."""
+        return threshold if self.direction == "forward" else threshold * threshold
 
     @property
     def per_layer(self) -> float:

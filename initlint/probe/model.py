@@ -20,6 +20,9 @@ from .onnx_ops import register_converters, rewrite_ml_ops
 # where the model is small, fewer where one sample is large).
 SAMPLE_ELEMENTS_BUDGET = 2**20
 MIN_BATCH, MAX_BATCH = 8, 256
+# A convolution's statistics pool over positions as well as samples: a 28x28 image gives 784
+# values per channel, so a smaller batch measures as well, at a fraction of the cost.
+SPATIAL_ELEMENTS_BUDGET = 2**16
 DEFAULT_SEQUENCE = 16
 # Spatial sizes tried in order for a conv model with no example input: the first one the model
 # accepts is used. 224 first for 2-D: the gradient-ratio thresholds were calibrated at the usual
@@ -48,8 +51,8 @@ class Runnable:
     notes: list[str] = field(default_factory=list)
 
 
-def batch_for(sample_elements: int) -> int:
-    batch = SAMPLE_ELEMENTS_BUDGET // max(sample_elements, 1)
+def batch_for(sample_elements: int, budget: int = SAMPLE_ELEMENTS_BUDGET) -> int:
+    batch = budget // max(sample_elements, 1)
     return int(min(MAX_BATCH, max(MIN_BATCH, batch)))
 
 
@@ -188,6 +191,7 @@ def _shape_from_first_layer(graph, module) -> tuple[tuple[int, ...], str]:
     import torch
 
     nn = torch.nn
+    global_pools = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
     first = None
     for _, sub in module.named_modules():
         if isinstance(sub, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.EmbeddingBag, nn.RNNBase, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
@@ -205,7 +209,12 @@ def _shape_from_first_layer(graph, module) -> tuple[tuple[int, ...], str]:
         return ((batch, DEFAULT_SEQUENCE, first.input_size) if first.batch_first else (DEFAULT_SEQUENCE, batch, first.input_size)), "float32"
     channels = first.in_channels
     tried = []
-    for spatial in SPATIAL_CANDIDATES[first.weight.ndim - 2]:
+    candidates = SPATIAL_CANDIDATES[first.weight.ndim - 2]
+    if not any(isinstance(sub, global_pools) for sub in module.modules()):
+        # Without a global pooling the per-position statistics the ratios are made of do not
+        # depend on the spatial size: the smallest size the model accepts costs the least.
+        candidates = sorted(candidates, key=math.prod)
+    for spatial in candidates:
         try:  # a model with a Flatten + Linear accepts one size only: find it on a batch of 2
             with torch.no_grad():
                 module(torch.zeros((2, channels, *spatial)))
@@ -213,7 +222,7 @@ def _shape_from_first_layer(graph, module) -> tuple[tuple[int, ...], str]:
             tried.append("x".join(map(str, spatial)))
             continue
         per_sample = channels * math.prod(spatial)
-        return (batch_for(per_sample), channels, *spatial), "float32"
+        return (batch_for(per_sample, SPATIAL_ELEMENTS_BUDGET), channels, *spatial), "float32"
     raise ProbeUnavailable(f"no example input, and the model accepted none of the input sizes tried ({', '.join(tried)}); use --input-shape")
 
 
