@@ -39,7 +39,8 @@ class UninitializedWeights(Rule):
     - `max_abs` (1e6): the magnitude above which a value cannot come from an init.
 
     ## Known false positives
-    Constants that are not parameters (masks of -1e9, large position tables) are not judged.
+    Constants that are not parameters (masks of -1e9, large position tables) and normalization
+    running statistics (a trained BatchNorm's variance can be large) are not judged.
 
     ## References
     - docs/science.md §2 (the variance of each scheme), §11 (uninitialized memory)
@@ -52,7 +53,8 @@ class UninitializedWeights(Rule):
 
     def check(self, ctx):
         graph = ctx.graph
-        parameters = {t.name for layer in graph.layers.values() for t in layer.params.values()}
+        # Running statistics are buffers, not weights: a trained BatchNorm's variance may be huge.
+        parameters = {t.name for layer in graph.layers.values() for role, t in layer.params.items() if not role.startswith("running_")}
         limit = float(self.settings["max_abs"])
         for name, tensor in graph.tensors.items():
             if not tensor.dtype.startswith(("float", "bfloat")) or (graph.has_structure and name not in parameters):
