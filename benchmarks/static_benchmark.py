@@ -8,7 +8,7 @@ each in its own subprocess so that peak RSS is measured per run:
 * initlint: ``python -m initlint --probe never`` on the same file (the static rules only);
 * startup: ``python -c "import onnx, numpy"`` against ``initlint`` on a tiny model.
 
-Usage (the numbers in docs/performance.md came from this command):
+Usage (benchmarks/write_performance_doc.py runs this and writes docs/performance.md from its --json output):
 
     python benchmarks/static_benchmark.py --sizes 10,500,2000 --repeat 3
 

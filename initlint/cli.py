@@ -1,15 +1,18 @@
 """The ``initlint`` command line.
 
 Exit codes: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 2 a usage error, a
-bad config file, or a model that could not be read. With many models, every model is still
-linted and reported; the exit code is then 2 if any model could not be read (an unreadable
-model must never pass a CI gate silently), else 1 if any has findings at or above ``--fail-on``.
+bad config file, a model that could not be read, or a model a rule failed on (it could not be
+checked fully). With many models, every model is still linted and reported; the exit code is
+then 2 if any model could not be read or checked (neither must pass a CI gate silently), else 1
+if any has findings at or above ``--fail-on``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
+from pathlib import Path
 
 import click
 from click.core import ParameterSource
@@ -18,11 +21,10 @@ from . import __version__
 from .config import resolve as resolve_settings
 from .errors import InitlintError
 from .engine import registry
-from .loaders import LoadOptions
-from .report import render_json, render_text
+from .loaders import MODEL_SUFFIXES, LoadOptions
+from .report import printable, render_json, render_text
 from .probe import ProbeOptions
 from .options import LintOptions
-from .runner import lint_target
 
 EXIT_OK, EXIT_FINDINGS, EXIT_ERROR = 0, 1, 2
 
@@ -92,8 +94,9 @@ def main():
 @click.option("--train-steps", type=click.IntRange(min=0), default=0, show_default=True, help="Plain-SGD steps the probe runs on its batch to see whether the loss moves.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw the probe's per-layer forward and backward signal to FILE (.png or .svg).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where the probe runs the model.")
-@click.option("--trust-pickle", is_flag=True, help="Allow unpickling .pt/.pth files. Unpickling runs arbitrary code from the file: only for files you trust.")
+@click.option("--trust-code", "--trust-pickle", "trust_pickle", is_flag=True, help="Allow loading that can run code the file carries: unpickling .pt/.pth files, pickled parts of .pt2 archives, Keras' unsafe mode (Lambda layers). Only for files you trust. --trust-pickle is the old name.")
 @click.option("--extend-select", multiple=True, help="Rule codes or prefixes to run in addition to --select.")
+@click.option("--allow-empty", is_flag=True, help="Accept a model in which no weighted layer was read, or whose structure is only a module-order guess (otherwise: could not check, exit 2).")
 @click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False, writable=True), help="Write the report to this file instead of stdout.")
 @click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False), help="Report only findings not recorded in this baseline file.")
 @click.option("--write-baseline", "write_baseline_file", type=click.Path(dir_okay=False, writable=True), help="Record today's findings in this file and exit 0 (2 if a model could not be read).")
@@ -101,13 +104,16 @@ def main():
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Models linted in parallel. [default: number of cores]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Config file (default: the nearest initlint.toml or pyproject.toml with [tool.initlint]).")
 @click.pass_context
-def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixes, input_shape, input_dtype, probe, seed, probe_timeout, train_steps, plot_file, device, trust_pickle, extend_select, output_file, baseline_file, write_baseline_file, exclude, jobs, config_file):
+def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixes, input_shape, input_dtype, probe, seed, probe_timeout, train_steps, plot_file, device, trust_pickle, extend_select, allow_empty, output_file, baseline_file, write_baseline_file, exclude, jobs, config_file):
     """Lint TARGETS: model files (.onnx, .pt2, TorchScript, state dicts), directories of them, or module:callable specs."""
     from .baseline import apply_baseline, load_baseline, write_baseline
     from .discover import expand_targets, lint_many, render_summary
 
     if plot_file and not plot_file.lower().endswith((".png", ".svg")):
         raise click.BadParameter(f"{plot_file!r}: the plot is written as .png or .svg", param_hint="--plot")
+    if plot_file and not os.path.isdir(os.path.dirname(os.path.abspath(plot_file))):
+        click.echo(f"initlint: {plot_file}: cannot write the plot (no such directory: {os.path.dirname(plot_file)})", err=True)
+        sys.exit(EXIT_ERROR)
     given = {"select": _split_codes(select) or None, "extend-select": _split_codes(extend_select), "ignore": _split_codes(ignore), "fail-on": fail_on, "probe": probe, "exclude": list(exclude)}
     try:
         settings = resolve_settings(_from_command_line(ctx, given), config_file)
@@ -117,25 +123,32 @@ def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixe
         sys.exit(EXIT_ERROR)
     options = settings.lint_options(LoadOptions(input_shapes=parse_input_shapes(input_shape), input_dtype=input_dtype, trust_pickle=trust_pickle))
     options.probe_options = ProbeOptions(seed=seed, timeout_s=probe_timeout, train_steps=train_steps, plot=plot_file, device=device)
+    options.allow_empty = allow_empty
     files = expand_targets(targets, settings["exclude"])
     if not files:
         click.echo(f"initlint: no model files found in {', '.join(targets)}", err=True)
         sys.exit(EXIT_ERROR)
-    if plot_file and len(files) > 1:  # one plot per model: FILE-<model>.png
-        results = [lint_target(f, _with_plot_for(options, f, len(files))) for f in files]
-    else:
-        results = lint_many(files, options, jobs)
+    plots = plot_paths(plot_file, files) if plot_file else {}
+    for flag, path in (("--output", output_file), ("--write-baseline", write_baseline_file), *(("--plot", p) for p in plots.values())):
+        refusal = _would_overwrite_a_model(path, files)
+        if refusal:
+            click.echo(f"initlint: {path}: {refusal}; {flag} writes nothing over a model", err=True)
+            sys.exit(EXIT_ERROR)
+    options_for = (lambda target: _with_plot(options, plots[target])) if len(plots) > 1 else None
+    results = lint_many(files, options, jobs, options_for=options_for)
+    _note_what_was_not_applied(results, settings["probe"], plot_file)
     if write_baseline_file:
         try:
             count = write_baseline(write_baseline_file, results)
         except InitlintError as exc:
             click.echo(f"initlint: {exc}", err=True)
             sys.exit(EXIT_ERROR)
-        click.echo(f"Wrote {count} finding{'s' if count != 1 else ''} of {len(results)} model{'s' if len(results) != 1 else ''} to {write_baseline_file}.")
+        _emit(f"Wrote {count} finding{'s' if count != 1 else ''} of {len(results)} model{'s' if len(results) != 1 else ''} to {write_baseline_file}.")
         for r in results:
             if r.error:
-                click.echo(r.error, err=True)
-        sys.exit(EXIT_ERROR if any(r.error for r in results) else EXIT_OK)
+                click.echo(printable(r.error), err=True)
+        _say_unchecked(results)
+        sys.exit(EXIT_ERROR if any(r.error or failed_rules(r) for r in results) else EXIT_OK)
     if baseline is not None:
         apply_baseline(results, baseline)
     threshold = settings.fail_on
@@ -146,7 +159,8 @@ def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixe
 
         report = render(output_format, results, threshold)
     else:
-        report = render_text(results, quiet=quiet, show_fixes=show_fixes, color=sys.stdout.isatty() and not output_file)
+        color = not output_file and sys.stdout is not None and sys.stdout.isatty()
+        report = render_text(results, quiet=quiet, show_fixes=show_fixes, color=color)
         if len(results) > 1 and not quiet:
             report = f"{report}\n\n{render_summary(results)}" if report else render_summary(results)
     if output_file:
@@ -157,12 +171,99 @@ def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixe
             click.echo(f"initlint: {output_file}: cannot write the report ({exc.strerror or exc})", err=True)
             sys.exit(EXIT_ERROR)
     elif report:
-        click.echo(report)
-    if any(r.error for r in results):
+        _emit(report)
+    if _say_unchecked(results) or any(r.error for r in results):
         sys.exit(EXIT_ERROR)
     if any(f.severity >= threshold for r in results for f in r.findings):
         sys.exit(EXIT_FINDINGS)
     sys.exit(EXIT_OK)
+
+
+def _emit(text: str) -> None:
+    """Print to stdout. A closed or full stdout (``>&-``, ``> /dev/full``) is one error line on
+    stderr and exit 2: the report did not reach anyone, so the run must not pass."""
+    try:
+        if sys.stdout is None:
+            raise OSError("stdout is closed")
+        click.echo(text, file=sys.stdout)
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:  # ValueError: a closed file object
+        try:  # whatever is still buffered must not fail again when the interpreter exits
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):
+            sys.stdout = None
+        click.echo(f"initlint: cannot write the report to stdout ({getattr(exc, 'strerror', None) or exc})", err=True)
+        sys.exit(EXIT_ERROR)
+
+
+def _would_overwrite_a_model(path: str | None, files: list[str]) -> str | None:
+    """Why writing ``path`` would destroy a model (one of the inputs, or any model file), or None."""
+    if not path or not os.path.lexists(path):
+        return None
+    for target in files:
+        try:
+            if os.path.exists(target) and os.path.samefile(path, target):
+                return "is an input model"
+        except OSError:
+            continue
+    if Path(path).suffix.lower() in MODEL_SUFFIXES:
+        return "is an existing model file"
+    return None
+
+
+def plot_paths(plot: str, files: list[str]) -> dict[str, str]:
+    """The plot file of each target: FILE itself for one target; with several, FILE-<target>.png,
+    where <target> is the target's path made file-name safe, numbered when two still collide."""
+    if len(files) == 1:
+        return {files[0]: plot}
+    stem, dot, suffix = plot.rpartition(".")
+    paths: dict[str, str] = {}
+    taken: set[str] = set()
+    for target in files:
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in os.path.normpath(target).lstrip(os.sep + "."))
+        candidate, n = f"{stem}-{name}{dot}{suffix}", 1
+        while candidate in taken:
+            n += 1
+            candidate = f"{stem}-{name}-{n}{dot}{suffix}"
+        taken.add(candidate)
+        paths[target] = candidate
+    return paths
+
+
+def _with_plot(options: LintOptions, plot: str) -> LintOptions:
+    return dataclasses.replace(options, probe_options=dataclasses.replace(options.probe_options, plot=plot))
+
+
+def _note_what_was_not_applied(results, probe_mode: str, plot_file: str | None) -> None:
+    """--probe always and --plot say why they did nothing for a model, instead of passing over it."""
+    for r in results:
+        if r.error or r.probe is not None:
+            continue
+        summary = r.model_summary() or {}
+        if not summary.get("has_structure", True):
+            why = "the file holds weights only, with no structure to run (lint a module:callable spec or an exported graph to probe it)"
+            if probe_mode == "always":
+                r.notes.append(f"--probe always was not applied: {why}")
+        elif probe_mode == "never":
+            why = "--probe never"
+        else:
+            continue  # the probe stage noted why it did not run
+        if plot_file:
+            r.notes.append(f"--plot drew nothing for this model: {why}")
+
+
+def failed_rules(result) -> list[str]:
+    """The rules that raised on this model: it was not checked by them, so it cannot pass."""
+    return [code for code, status in result.rules.items() if status.startswith("failed")]
+
+
+def _say_unchecked(results) -> bool:
+    """One line on stderr per model some rule failed on; True if there is any."""
+    unchecked = [(r.target, failed_rules(r)) for r in results if not r.error and failed_rules(r)]
+    for target, codes in unchecked:
+        click.echo(f"initlint: {target}: could not be checked by {', '.join(codes)} (the rule failed; see the notes)", err=True)
+    return bool(unchecked)
 
 
 def _from_command_line(ctx: click.Context, values: dict) -> dict:
@@ -194,16 +295,6 @@ def show_config(ctx, config_file, select, extend_select, ignore, fail_on, probe,
         click.echo(f"initlint: {exc}", err=True)
         sys.exit(EXIT_ERROR)
     click.echo(settings.describe())
-
-
-def _with_plot_for(options: LintOptions, target: str, count: int) -> LintOptions:
-    """With several targets, --plot FILE.png becomes FILE-<target>.png per target."""
-    plot = options.probe_options.plot
-    if not plot or count == 1:
-        return options
-    stem, dot, suffix = plot.rpartition(".")
-    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in target.rsplit("/", 1)[-1])
-    return dataclasses.replace(options, probe_options=dataclasses.replace(options.probe_options, plot=f"{stem}-{name}{dot}{suffix}"))
 
 
 @main.command("rules")

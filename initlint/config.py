@@ -10,6 +10,7 @@ config. An unknown key, rule code or rule option is an error that names it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -127,8 +128,15 @@ def _table(path: Path) -> dict | None:
         raise InitlintError(str(path), f"cannot read the config file ({type(exc).__name__}: {exc})") from None
     except tomllib.TOMLDecodeError as exc:
         raise InitlintError(str(path), f"invalid TOML: {exc}") from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise InitlintError(str(path), f"unusable TOML value: {exc}") from None
+    except RecursionError:
+        raise InitlintError(str(path), "invalid TOML: arrays or tables nested too deeply") from None
     if path.name == "pyproject.toml":
-        table = data.get("tool", {}).get("initlint")
+        tool = data.get("tool", {})
+        if not isinstance(tool, dict):
+            raise InitlintError(str(path), f"tool must be a table, not {type(tool).__name__}")
+        table = tool.get("initlint")
         if table is not None and not isinstance(table, dict):
             raise InitlintError(str(path), "[tool.initlint] must be a table")
         return table
@@ -145,7 +153,7 @@ def load_config(path: Path) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in DEFAULTS:
-            raise InitlintError(where, f"unknown key {prefix}{key!r}", f"known keys: {', '.join(DEFAULTS)}")
+            raise InitlintError(where, f"unknown key {prefix}{_short(key)}", f"known keys: {', '.join(DEFAULTS)}")
         values[key] = validate(key, value, where, prefix)
     return values
 
@@ -157,11 +165,11 @@ def validate(key: str, value: Any, where: str, prefix: str = "") -> Any:
         return _codes(value, name, where)
     if key == "fail-on":
         if not isinstance(value, str) or value.lower() not in ("error", "warning", "info"):
-            raise InitlintError(where, f"{name} = {value!r}: expected \"error\", \"warning\" or \"info\"")
+            raise InitlintError(where, f"{name} = {_short(value)}: expected \"error\", \"warning\" or \"info\"")
         return value.lower()
     if key == "probe":
         if value not in PROBE_MODES:
-            raise InitlintError(where, f"{name} = {value!r}: expected one of {', '.join(PROBE_MODES)}")
+            raise InitlintError(where, f"{name} = {_short(value)}: expected one of {', '.join(PROBE_MODES)}")
         return value
     if key == "exclude":
         return _strings(value, name, where)
@@ -176,7 +184,7 @@ def validate(key: str, value: Any, where: str, prefix: str = "") -> Any:
 
 def _strings(value: Any, name: str, where: str) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InitlintError(where, f"{name} must be a list of strings, not {value!r}")
+        raise InitlintError(where, f"{name} must be a list of strings, not {_short(value)}")
     return list(value)
 
 
@@ -187,7 +195,7 @@ def _codes(value: Any, name: str, where: str) -> list[str]:
         try:
             reg.validate_selector(code)
         except ValueError:
-            raise InitlintError(where, f"{name}: unknown rule code or prefix {code!r}", "see `initlint rules`") from None
+            raise InitlintError(where, f"{name}: unknown rule code or prefix {_short(code)}", "see `initlint rules`") from None
     return [code.strip() for code in codes]
 
 
@@ -198,19 +206,37 @@ def _rule_options(value: Any, name: str, where: str) -> dict[str, dict[str, Any]
     for code, options in value.items():
         rule = registry().get(code)
         if rule is None:
-            raise InitlintError(where, f"{name}: unknown rule {code!r}", "see `initlint rules`")
+            raise InitlintError(where, f"{name}: unknown rule {_short(code)}", "see `initlint rules`")
         if not isinstance(options, dict):
             raise InitlintError(where, f"{name}.{code} must be a table of option = value")
         for option, setting in options.items():
             attr = option.replace("-", "_")
             valid = ", ".join(o.replace("_", "-") for o in rule.options) or "none"
             if attr not in rule.options:
-                raise InitlintError(where, f"{name}.{code}: unknown option {option!r}", f"{rule.code} options: {valid}")
+                raise InitlintError(where, f"{name}.{code}: unknown option {_short(option)}", f"{rule.code} options: {valid}")
             default = rule.options[attr]
             if not _same_kind(setting, default):
-                raise InitlintError(where, f"{name}.{code}.{option} = {setting!r}: expected a {type(default).__name__} like {default!r}")
+                raise InitlintError(where, f"{name}.{code}.{option} = {_short(setting)}: expected a {type(default).__name__} like {default!r}")
+            if isinstance(default, float) and not math.isfinite(_as_float(setting)):
+                raise InitlintError(where, f"{name}.{code}.{option}: expected a finite number, not {_short(setting)}")
             settings.setdefault(rule.code, {})[attr] = float(setting) if isinstance(default, float) else setting
     return settings
+
+
+def _as_float(value: Any) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond the float range
+        return math.inf
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """A value for an error line: a hostile config may hold a megabyte string or a huge integer."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer of more digits than Python converts to text
+        return f"<an integer of about {int(value.bit_length() * 0.30103)} digits>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _same_kind(value: Any, default: Any) -> bool:

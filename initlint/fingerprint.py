@@ -26,6 +26,8 @@ KURTOSIS = {UNIFORM: -1.2, TRUNCATED: -0.63, NORMAL: 0.0, ORTHOGONAL: 0.0}
 # max|w - m|/s: U(-a, a) never exceeds sqrt(3); a normal truncated at 2σ never exceeds 2/0.8796.
 UNIFORM_MAX_DEV = math.sqrt(3.0)
 TRUNCATED_MAX_DEV = 2.0 / 0.8796256610342398
+# Variance of N(0, 1) truncated at ±2: Keras' TruncatedNormal(stddev=s) has variance s²·this.
+TRUNCATED_VARIANCE = 0.7737413035499232
 # Rows sampled for the orthonormality test: W_S W_Sᵀ = g²·I exactly for an orthogonal init,
 # while for random weights the off-diagonal entries are ~1/sqrt(cols).
 ORTHO_TOLERANCE = 2e-3
@@ -94,6 +96,11 @@ def schemes_for(fan_in: int, fan_out: int, rows: int, cols: int) -> list[Scheme]
         Scheme("pytorch_default", UNIFORM, 1.0 / (3.0 * fan_in), "nn.init.kaiming_uniform_(w, a=math.sqrt(5)) (PyTorch's default)"),
         Scheme("standard_normal", NORMAL, 1.0, "nn.init.normal_(w) (N(0, 1))"),
         Scheme("orthogonal", ORTHOGONAL, 1.0 / max(rows, cols), "nn.init.orthogonal_(w)"),
+        # Keras' fixed-scale defaults (its he_normal, glorot_normal and lecun_normal are the
+        # truncated normals above: Keras scales them so the variance is the scheme's).
+        Scheme("keras_random_normal", NORMAL, 0.05**2, "keras.initializers.RandomNormal() (stddev 0.05)"),
+        Scheme("keras_random_uniform", UNIFORM, 0.05**2 / 3.0, "keras.initializers.RandomUniform() (±0.05)"),
+        Scheme("keras_truncated_normal", TRUNCATED, 0.05**2 * TRUNCATED_VARIANCE, "keras.initializers.TruncatedNormal() (stddev 0.05, cut at 2 stddev)"),
     ]
     return out
 
@@ -113,7 +120,10 @@ def plausible_families(stats, n: int) -> list[str]:
     found = []
     if dev <= UNIFORM_MAX_DEV * slack and abs(stats.excess_kurtosis - KURTOSIS[UNIFORM]) <= kurt_tol:
         found.append(UNIFORM)
-    if dev <= TRUNCATED_MAX_DEV * slack and abs(stats.excess_kurtosis - KURTOSIS[TRUNCATED]) <= kurt_tol:
+    # Keras' torch backend truncates by rejection with four tries and keeps about four values in
+    # a million untruncated: past the bound, a kurtosis nearest the truncated one still decides.
+    nearest = min((UNIFORM, TRUNCATED, NORMAL), key=lambda family: abs(stats.excess_kurtosis - KURTOSIS[family]))
+    if (dev <= TRUNCATED_MAX_DEV * slack or nearest == TRUNCATED) and abs(stats.excess_kurtosis - KURTOSIS[TRUNCATED]) <= kurt_tol:
         found.append(TRUNCATED)
     if dev >= normal_max_floor and abs(stats.excess_kurtosis - KURTOSIS[NORMAL]) <= kurt_tol:
         found.append(NORMAL)
@@ -127,8 +137,8 @@ def is_orthogonal(weight: g.Tensor, unit_axis: int = 0) -> bool:
     under transposition, so the test reads the lines the statistics pass kept of that matrix
     (``unit_axis`` is accepted for callers that know the layer's unit axis; it is not needed).
     """
-    if weight.ndim < 2 or weight.stats.var <= 0:
-        return False
+    if weight.ndim < 2 or not 0 < weight.stats.var < math.inf or not math.isfinite(weight.stats.mean_sq):
+        return False  # orthogonal weights are bounded by their gain: no overflowing moments
     rows = weight.shape[0]
     cols = weight.size // max(rows, 1)
     sample = weight.stats.sample_lines

@@ -20,6 +20,7 @@ from xml.etree import ElementTree as ET
 
 from . import __version__
 from .engine import Finding, Rule, Severity, registry
+from .report import printable
 from .runner import TargetResult
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -207,7 +208,9 @@ def _fingerprint(target: str, finding: Finding) -> str:
 
 
 def _escape_data(text: str) -> str:
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    # Only %, CR and LF are the runner's escapes; other control characters are written out as
+    # text escapes so none can end a command or reach the log viewer raw.
+    return printable(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def _escape_property(text: str) -> str:
@@ -272,8 +275,27 @@ def render_junit(results: list[TargetResult], fail_on: Severity = Severity.ERROR
             totals[key] += value
     for key, value in totals.items():
         suites.set(key, str(value))
+    _xml_safe(suites)
     ET.indent(suites)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode")
+
+
+# XML 1.0 allows no control character but tab, newline and carriage return, escaped or not.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff\ud800-\udfff]")
+
+
+def _xml_clean(text: str) -> str:
+    return _NOT_XML.sub(lambda m: m.group().encode("unicode_escape", "backslashreplace").decode("ascii"), text)
+
+
+def _xml_safe(root: ET.Element) -> None:
+    """Write characters XML cannot hold (a tensor name may carry any) as text escapes, so the
+    report stays a well-formed document."""
+    for element in root.iter():
+        if element.text:
+            element.text = _xml_clean(element.text)
+        for key, value in element.attrib.items():
+            element.attrib[key] = _xml_clean(value)
 
 
 def render(output_format: str, results: list[TargetResult], fail_on: Severity = Severity.ERROR) -> str:

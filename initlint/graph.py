@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -74,6 +75,7 @@ class Tensor:
         reader: Callable[[], np.ndarray],
         convert: Callable[[np.ndarray], np.ndarray] | None = None,
         release: Callable[[int, int], None] | None = None,
+        affine: "Affine | None" = None,
     ):
         self.name = name
         self.shape = tuple(int(d) for d in shape)
@@ -85,6 +87,8 @@ class Tensor:
         # Called with a flat element range [start, stop) once the pass no longer needs it, so
         # memory-mapped pages leave the resident set instead of piling up to the model's size.
         self._release = release
+        # Stored integers and how they map to reals (a quantized weight): applied per chunk too.
+        self._affine = affine
         # Axes other than 0 that index a layer's units (e.g. -1 for a MatMul weight stored
         # [in, out]): their per-unit statistics come out of the same single pass.
         self.unit_axes: set[int] = set()
@@ -103,7 +107,8 @@ class Tensor:
     def values(self) -> np.ndarray:
         """The values as an array of self.shape (a float32 copy only for bfloat16 sources)."""
         stored = np.asarray(self._reader())
-        return (self._convert(stored) if self._convert else stored).reshape(self.shape)
+        values = (self._convert(stored) if self._convert else stored).reshape(self.shape)
+        return self._affine.apply(values, self.ndim, 0, 0) if self._affine else values
 
     def chunks(self, axis: int = 0, reuse: bool = False) -> Iterator[np.ndarray]:
         """Whole rows (slices along ``axis``) at a time, each converted to float64 on its own:
@@ -125,6 +130,8 @@ class Tensor:
         for start in range(0, stored.shape[0], step):
             part = stored[start : start + step]
             part = self._convert(part) if self._convert else part
+            if self._affine is not None:
+                part = self._affine.apply(part, self.ndim, axis, start)
             if buffer is None:
                 yield np.ascontiguousarray(part, dtype=np.float64).reshape(-1)
             else:
@@ -154,6 +161,35 @@ class Tensor:
             moved_shape = (self.shape[axis], *self.shape[:axis], *self.shape[axis + 1 :])
             cache[axis] = compute_stats(moved_shape, self.chunks(axis, reuse=True))
         return cache[axis]
+
+
+@dataclass(frozen=True)
+class Affine:
+    """real = (stored - zero_point) · scale: a quantized tensor (ONNX DequantizeLinear), per
+    tensor (``axis`` None) or per slice along ``axis``, applied to one chunk at a time so no
+    float copy of the whole tensor is made."""
+
+    scale: np.ndarray  # scalar, or one value per slice along ``axis``
+    zero_point: np.ndarray
+    axis: int | None = None
+
+    def apply(self, part: np.ndarray, ndim: int, chunk_axis: int, start: int) -> np.ndarray:
+        """``part``: rows [start, start + len(part)) along ``chunk_axis`` (moved to the front),
+        or a flat run of elements from ``start`` when the tensor has fewer than 2 dimensions."""
+        scale, zero = self.scale.reshape(-1), self.zero_point.reshape(-1)
+        if self.axis is None or scale.size == 1:
+            return (part.astype(np.float32) - zero[:1].astype(np.float32)) * scale[:1].astype(np.float32)
+        axis = self.axis % max(ndim, 1)
+        shape = [1] * part.ndim
+        if ndim < 2 or axis == chunk_axis % ndim:  # the slices run along the chunked axis
+            stop = start + part.shape[0]
+            scale, zero = scale[start:stop], zero[start:stop] if zero.size > 1 else zero
+            shape[0] = -1
+        else:  # moved to the front, the other axes keep their order
+            others = [a for a in range(ndim) if a != chunk_axis % ndim]
+            shape[1 + others.index(axis)] = -1
+        zero = zero.reshape(shape) if zero.size > 1 else zero[:1]
+        return (part.astype(np.float32) - zero.astype(np.float32)) * scale.reshape(shape).astype(np.float32)
 
 
 @dataclass
@@ -232,12 +268,14 @@ class ModelGraph:
 
     @functools.cached_property
     def _consumers(self) -> dict[str, list[Layer]]:
-        consumers: dict[str, list[Layer]] = {name: [] for name in self.layers}
+        # Keyed by name, each consumer once (a layer may read one producer twice): linear in
+        # the edges, where comparing Layer dataclasses in a list was quadratic in a value's readers.
+        consumers: dict[str, dict[str, Layer]] = {name: {} for name in self.layers}
         for layer in self.layers.values():
             for producer in layer.inputs:
-                if producer in consumers and layer not in consumers[producer]:
-                    consumers[producer].append(layer)
-        return consumers
+                if producer in consumers:
+                    consumers[producer].setdefault(layer.name, layer)
+        return {name: list(readers.values()) for name, readers in consumers.items()}
 
     def consumers(self, layer: Layer) -> list[Layer]:
         return self._consumers.get(layer.name, [])
@@ -251,10 +289,10 @@ class ModelGraph:
     def downstream(self, layer: Layer, through: frozenset[str] = TRANSPARENT_KINDS) -> list[Layer]:
         """The first layers after ``layer`` that are not of a kind in ``through``."""
         found: list[Layer] = []
-        stack = list(self.consumers(layer))
+        stack = deque(self.consumers(layer))
         seen: set[str] = set()
         while stack:
-            nxt = stack.pop(0)
+            nxt = stack.popleft()
             if nxt.name in seen:
                 continue
             seen.add(nxt.name)
@@ -267,10 +305,10 @@ class ModelGraph:
     def upstream(self, layer: Layer, through: frozenset[str] = TRANSPARENT_KINDS) -> list[Layer]:
         """The nearest layers before ``layer`` that are not of a kind in ``through``."""
         found: list[Layer] = []
-        stack = list(self.producers(layer))
+        stack = deque(self.producers(layer))
         seen: set[str] = set()
         while stack:
-            prev = stack.pop(0)
+            prev = stack.popleft()
             if prev.name in seen:
                 continue
             seen.add(prev.name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Iterable
 
 import click
@@ -12,6 +13,17 @@ from .engine import Severity
 from .runner import TargetResult
 
 _COLOURS = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "blue"}
+
+
+# Characters that would break a report line or a terminal: C0/C1 controls (newline, carriage
+# return, escape) and Unicode line and paragraph separators.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def printable(text: str) -> str:
+    """``text`` on one line, its control characters written as escapes: a newline in a tensor
+    name must not forge a report line, nor an escape sequence repaint the terminal."""
+    return _UNPRINTABLE.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), str(text))
 
 
 def render_json(results: Iterable[TargetResult]) -> str:
@@ -30,9 +42,11 @@ def render_text(results: list[TargetResult], quiet: bool = False, show_fixes: bo
     counts = {s: 0 for s in Severity}
     errors = 0
     for result in results:
+        target = printable(result.target)
         if result.error:
             errors += 1
-            lines.append(click.style(f"{result.error}", fg="red", bold=True) if color else result.error)
+            error = printable(result.error)
+            lines.append(click.style(error, fg="red", bold=True) if color else error)
             continue
         for f in result.findings:
             counts[f.severity] += 1
@@ -40,12 +54,12 @@ def render_text(results: list[TargetResult], quiet: bool = False, show_fixes: bo
             # Only what the probe settled; "inconclusive" (no checkable prediction, no run) is in the JSON.
             settled = f.probe and f.probe.get("verdict") in ("confirmed", "refuted")
             verdict = f" [probe: {f.probe['verdict']}]" if settled else ""
-            lines.append(f"{result.target}: {f.location}: {f.code} {f.name} [{severity}] {f.message}{verdict}")
+            lines.append(f"{target}: {printable(f.location)}: {f.code} {f.name} [{severity}] {printable(f.message)}{verdict}")
             if show_fixes and f.fix:
-                lines.append(f"    fix: {f.fix}")
+                lines.append(f"    fix: {printable(f.fix)}")
         if not quiet:
             for note in result.notes:
-                lines.append(f"{result.target}: note: {note}")
+                lines.append(f"{target}: note: {printable(note)}")
     total = sum(counts.values())
     if not quiet or total or errors:
         parts = [f"{counts[s]} {s}{'s' if counts[s] != 1 else ''}" for s in (Severity.ERROR, Severity.WARNING, Severity.INFO) if counts[s]]

@@ -33,7 +33,10 @@ BatchNorm count as normalized.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from . import graph as g
 from . import moments as mo
@@ -130,6 +133,14 @@ def _mean_sq(tensor: g.Tensor | None, default: float = 0.0) -> float:
     return stats.mean_sq if stats.finite_count else default
 
 
+def scalar(value) -> float | None:
+    """A real number attribute as a float; None for anything else (a hostile file may give a
+    list or a string where a number belongs: the default applies then, rather than a crash)."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):  # numpy scalars included
+        return float(value)
+    return None
+
+
 def _mean(tensor: g.Tensor | None, default: float = 0.0) -> float:
     if tensor is None or tensor.size == 0:
         return default
@@ -138,8 +149,8 @@ def _mean(tensor: g.Tensor | None, default: float = 0.0) -> float:
 
 
 def _alpha(layer: g.Layer) -> float | None:
-    if "alpha" in layer.attrs:
-        return float(layer.attrs["alpha"])
+    if scalar(layer.attrs.get("alpha")) is not None:
+        return scalar(layer.attrs["alpha"])
     if layer.activation == "prelu":
         slope = layer.params.get("weight")
         return float(slope.stats.mean) if slope is not None and slope.stats.finite_count else _PRELU_DEFAULT
@@ -148,7 +159,8 @@ def _alpha(layer: g.Layer) -> float | None:
 
 def weight_variance(layer: g.Layer) -> float:
     """Var(W) as the signal sees it, with Gemm's alpha folded in."""
-    scale = float(layer.attrs.get("alpha", 1.0)) if layer.op == "Gemm" else 1.0
+    alpha = scalar(layer.attrs.get("alpha")) if layer.op == "Gemm" else None
+    scale = 1.0 if alpha is None else alpha
     return layer.weight.stats.var * scale * scale
 
 

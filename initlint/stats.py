@@ -265,6 +265,12 @@ def _compute_stats(shape: tuple[int, ...], chunks: Iterable[np.ndarray], unit_ax
         m4 = s4 / finite - 4 * mean * s3 / finite + 6 * mean * mean * s2 / finite - 3 * (mean * mean) * (mean * mean)
         kurt = m4 / (m2 * m2) - 3.0 if m2 > 0 else 0.0
         mean_sq = s2 / finite
+        if not math.isfinite(m2):
+            # The power sums overflowed (|w| beyond ~1e154): inf - inf is NaN. Equal values
+            # still have no spread; unequal ones spread beyond float64.
+            m2 = 0.0 if lo == hi else math.inf
+        if not math.isfinite(kurt):
+            kurt = 0.0  # no shape can be read from overflowed moments
     else:
         mean = m2 = kurt = mean_sq = 0.0
         lo = hi = math.nan

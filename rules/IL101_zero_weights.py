@@ -8,6 +8,7 @@ from initlint import activations
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
+from initlint.signal import scalar
 from initlint.example_models import (  # shared with IL404's examples
     lora_b_zero_a_random,
     lora_with_a_and_b_zero,
@@ -168,7 +169,7 @@ def _follow(graph, node: g.Layer, value: np.ndarray, origin: g.Layer, activation
         if activations.blocks_gradient(name, value):
             where = "0" if is_zero else "<= 0"
             return FATAL, f"it feeds {name} at a constant pre-activation {where}, whose gradient is exactly 0: this layer and every layer before it get zero gradient forever"
-        applied = activations.apply(name, value, node.attrs.get("alpha"))
+        applied = activations.apply(name, value, scalar(node.attrs.get("alpha")))
         if applied is None:
             return RECOVERABLE, f"its output is constant at init (then {name})"
         return _continue(graph, node, applied, origin, name, depth)

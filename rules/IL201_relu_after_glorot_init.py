@@ -6,7 +6,7 @@ from __future__ import annotations
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import activation_gains, plain_chains, weight_variance
+from initlint.signal import activation_gains, plain_chains, scalar, weight_variance
 from initlint.example_models import plain_mlp
 
 
@@ -132,12 +132,12 @@ def _undecided(fp) -> bool:
 
 
 def _slope(activation: g.Layer) -> float | None:
-    return float(activation.attrs["alpha"]) if "alpha" in activation.attrs else None
+    return scalar(activation.attrs.get("alpha"))
 
 
 def _fix(activation: g.Layer) -> str:
     if activation.activation in ("leaky_relu", "prelu"):
-        a = activation.attrs.get("alpha", 0.01)
+        a = 0.01 if _slope(activation) is None else _slope(activation)
         return f"nn.init.kaiming_normal_(layer.weight, a={a:g}, nonlinearity='leaky_relu') for each layer of the run (Keras: he_normal)"
     return "nn.init.kaiming_normal_(layer.weight, nonlinearity='relu') for each layer of the run (Keras: he_normal)"
 

@@ -85,13 +85,14 @@ class DeadReluBias(Rule):
             bound = self.settings["error_fraction"] if severity is Severity.ERROR else self.settings["warning_fraction"]
             yield self.finding(
                 where.name,
-                f"{dead} of {total} units ({fraction:.0%}) have {source} below -{k:g}σ = {threshold:.3g} "
-                f"(predicted pre-activation std {threshold / k:.3g}): they are inactive for almost every input and get no gradient",
+                f"{dead} of {total} units ({fraction:.0%}) start dead and will not train: they output 0 for almost every input, "
+                f"so their weights get no gradient; their {source} is below -{k:g}σ = {-threshold:.3g} "
+                f"(predicted pre-activation std {threshold / k:.3g})",
                 severity,
                 evidence={"dead_units": dead, "units": total, "fraction": fraction, "threshold": threshold},
                 # Measured after the weighted layer that feeds the ReLU (through the normalization).
                 prediction=Prediction(Quantity.DEAD_FRACTION, Claim.ABOVE, bound, to_layer=layer.name, predicted=fraction) if layer is not None else None,
-                fix="nn.init.zeros_(bias) (or a small positive constant) for layers followed by ReLU",
+                fix=f'nn.init.zeros_(model.get_parameter("{where.name}")) (or nn.init.constant_(..., 0.01)): a layer followed by ReLU starts with its bias at or just above 0',
             )
 
     def _dead_units(self, graph, sig, act, k):

@@ -48,12 +48,59 @@ def test_gitignore_without_git_work_tree(tree):
     assert expand_targets(["m"]) == ["m/a.onnx", "m/sub/b.onnx"]
 
 
-@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 def test_gitignore_inside_git_work_tree(tree):
-    subprocess.run(["git", "init", "-q", str(tree)], check=True)
+    (tree / ".git" / "info").mkdir(parents=True)
+    (tree / ".git" / "info" / "exclude").write_text("a.onnx\n")
     (tree / ".gitignore").write_text("**/legacy/\n")
-    (tree / "m" / ".gitignore").write_text("e.onnx\n")
+    (tree / "m" / ".gitignore").write_text("e.onnx\n!a.onnx\n")  # a deeper file re-includes
     assert expand_targets(["m"]) == ["m/a.onnx", "m/sub/b.onnx"]
+
+
+def test_gitignore_files_above_the_work_tree_root_do_not_apply(tree):
+    (tree / ".gitignore").write_text("*.onnx\n")
+    (tree / "m" / ".git").mkdir()
+    assert expand_targets(["m"]) == ["m/a.onnx", "m/build/e.onnx", "m/legacy/c.onnx", "m/sub/b.onnx"]
+
+
+FSMONITOR_HOOK = """#!/bin/sh
+touch "{marker}"
+"""
+
+
+def test_scanning_a_folder_runs_nothing_from_its_git_config(tree, monkeypatch):
+    """A model bundle's .git/config can name commands git runs (core.fsmonitor): git must not run."""
+    marker = tree / "MARKER"
+    hook = tree / "hook.sh"
+    hook.write_text(FSMONITOR_HOOK.format(marker=marker))
+    hook.chmod(0o755)
+    git = tree / "m" / ".git"
+    for folder in ("objects", "refs/heads", "info"):
+        (git / folder).mkdir(parents=True)
+    (git / "HEAD").write_text("ref: refs/heads/main\n")
+    (git / "config").write_text(f"[core]\n\trepositoryformatversion = 0\n\tbare = false\n\tfsmonitor = {hook}\n")
+    (tree / "m" / ".gitignore").write_text("build/\n")
+    if shutil.which("git"):  # the trap is armed: git itself would run the hook here
+        subprocess.run(["git", "status", "--porcelain"], cwd=tree / "m", capture_output=True, timeout=60)
+        armed = marker.exists()
+        marker.unlink(missing_ok=True)
+    else:
+        armed = None
+    calls = []
+    monkeypatch.setattr(subprocess, "Popen", lambda *a, **k: calls.append(a) or pytest.fail(f"subprocess started: {a}"))
+    assert expand_targets(["m"]) == ["m/a.onnx", "m/legacy/c.onnx", "m/sub/b.onnx"]
+    result = CliRunner().invoke(main, ["check", "m", "--probe", "never", "--jobs", "1"])
+    assert result.exit_code == 1, result.output
+    assert not marker.exists() and not calls
+    assert armed in (True, None), "git did not run the hook: the test no longer shows the danger"
+
+
+def test_looping_symlinks_in_a_scanned_folder_are_skipped(tree):
+    (tree / "m" / "self").symlink_to("self")
+    (tree / "m" / "loop.onnx").symlink_to("loop.onnx")
+    (tree / "m" / "dangling.onnx").symlink_to("missing.onnx")
+    assert expand_targets(["m"], respect_gitignore=False) == ["m/a.onnx", "m/build/e.onnx", "m/legacy/c.onnx", "m/sub/b.onnx"]
+    result = CliRunner().invoke(main, ["check", "m", "--probe", "never", "--jobs", "1"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
 
 
 def test_parallel_matches_serial_and_keeps_order(tree):

@@ -140,3 +140,15 @@ def test_duplicate_units_of_round_numbers_are_counted_exactly(alphabet):
         assert tensor.stats.duplicate_rows == expected
         columns = values.T[np.any(values.T != 0, axis=1)]
         assert tensor.stats_along(1).duplicate_rows == len(columns) - len(np.unique(columns, axis=0))
+
+
+def test_moments_that_overflow_float64_are_never_nan():
+    """Weights near the float64 limit (|w| ~ 1e300) overflow the power sums: the variance of
+    equal values is still 0, that of unequal values infinite, and no moment is NaN."""
+    constant = compute_stats((4, 8), [np.full((4, 8), -1e300)])
+    assert constant.var == 0.0 and constant.excess_kurtosis == 0.0 and constant.mean == pytest.approx(-1e300)
+    spread = np.full((4, 8), 1e300)
+    spread[0, 0] = -1e300
+    varied = compute_stats((4, 8), [spread])
+    assert varied.var == math.inf and math.isfinite(varied.excess_kurtosis)
+    assert not any(isinstance(v, float) and math.isnan(v) for v in dataclasses.asdict(varied).values())

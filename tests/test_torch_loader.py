@@ -171,7 +171,9 @@ def test_torchscript_falls_back_to_module_order(forms, monkeypatch):
         raise ValueError("unexpected node")
 
     monkeypatch.setattr(torchscript, "_graph_from_torchscript", unreadable)
-    result = _il1(forms["paths"]["torchscript"])
+    guessed = lint_target(forms["paths"]["torchscript"], LintOptions(select=["IL1"], probe="never"))
+    assert "could not check" in guessed.error and "module order" in guessed.error  # never passed silently
+    result = lint_target(forms["paths"]["torchscript"], LintOptions(select=["IL1"], probe="never", allow_empty=True))
     assert any("registered" in note and "unexpected node" in note for note in result.notes), result.notes
     assert _findings(result, with_severity=False) == _findings(_il1(forms["paths"]["spec"]), with_severity=False)
     fc1 = result.graph.layers["fc1"]
@@ -234,6 +236,36 @@ def test_state_dict_nested_in_a_checkpoint(tmp_path, forms):
     assert set(graph.tensors) == set(forms["model"].state_dict())
     assert any("'state_dict'" in note for note in graph.notes)
 
+
+
+@pytest.mark.parametrize("layout", ["flat", "lightning"])
+def test_optimizer_state_in_a_checkpoint_is_not_read_as_weights(tmp_path, layout):
+    """Adam's moments are tensors of the parameters' shapes saved beside the weights; read as
+    weights they doubled the parameter count and drew findings on `optimizer.state.0.exp_avg`."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    optimizer = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 8)).sum().backward()
+    optimizer.step()
+    weights = {f"net.{name}": value for name, value in model.state_dict().items()}
+    if layout == "flat":  # weights at the top level, no nesting key initlint knows
+        checkpoint = {"epoch": 3, **weights, "optimizer": optimizer.state_dict()}
+    else:
+        checkpoint = {"state_dict": weights, "optimizer_states": [optimizer.state_dict()]}
+    path = tmp_path / "checkpoint.ckpt.pt"
+    torch.save(checkpoint, path)
+    graph = load(str(path))
+    assert set(graph.tensors) == set(weights)
+    assert sum(t.size for t in graph.tensors.values()) == sum(p.numel() for p in model.parameters())
+    if layout == "flat":
+        assert any("optimizer state" in note and "'optimizer'" in note for note in graph.notes), graph.notes
+
+
+def test_a_file_with_only_an_optimizer_state_is_a_clean_error(tmp_path):
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=0.1, momentum=0.9)
+    path = tmp_path / "optimizer.pt"
+    torch.save(optimizer.state_dict(), path)
+    with pytest.raises(InitlintError, match="optimizer state only"):
+        load(str(path))
 
 def test_whole_module_pickle_needs_trust_pickle(forms):
     with pytest.raises(InitlintError, match="--trust-pickle") as error:
@@ -427,3 +459,26 @@ def test_torchscript_branch_on_data_falls_back_to_module_order(tmp_path):
     graph = load(str(path))
     assert [layer.name for layer in graph.layers.values()] == ["fc1", "fc2", "output"]
     assert any("control flow hides" in note and "fc2.weight" in note for note in graph.notes), graph.notes
+
+
+class _DataDependentWidth(torch.nn.Module):
+    """Neither torch.fx (int() of a Proxy) nor torch.export (a data-dependent size) can trace it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 16)
+        self.head = torch.nn.Linear(16, 4)
+
+    def forward(self, x):
+        h = self.fc(x)
+        width = int((h > 0).sum()) % 16 + 1
+        return self.head(h[:, :width].sum(-1, keepdim=True).expand(-1, 16))
+
+
+def test_failed_export_fallback_prints_nothing_on_stderr(capsys):
+    """torch.export prints the partial graph it traced to stderr when it fails (over 100 KB for
+    a transformer); initlint reports the failure in one note instead."""
+    graph = graph_from_module(_DataDependentWidth(), "live", example_input=torch.randn(4, 16))
+    assert any("torch.export with the example input" in note and "failed too" in note for note in graph.notes), graph.notes
+    assert graph.metadata.get("structure") == "module-order"
+    assert capsys.readouterr().err == ""

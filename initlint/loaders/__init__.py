@@ -14,7 +14,8 @@ ONNX_SUFFIXES = {".onnx"}
 PT2_SUFFIXES = {".pt2"}
 TORCH_FILE_SUFFIXES = {".pt", ".pth", ".bin", ".ts", ".jit", ".ptl", ".torchscript"}
 SAFETENSORS_SUFFIXES = {".safetensors"}
-MODEL_SUFFIXES = ONNX_SUFFIXES | PT2_SUFFIXES | TORCH_FILE_SUFFIXES | SAFETENSORS_SUFFIXES
+KERAS_SUFFIXES = {".keras"}
+MODEL_SUFFIXES = ONNX_SUFFIXES | PT2_SUFFIXES | TORCH_FILE_SUFFIXES | SAFETENSORS_SUFFIXES | KERAS_SUFFIXES
 
 _SPEC = re.compile(r"^(?P<module>[^:]+\.py|[A-Za-z_][\w.]*):(?P<attr>[A-Za-z_][\w.]*)$")
 
@@ -41,13 +42,15 @@ def detect_format(target: str) -> str:
         return "pt2"
     if suffix in SAFETENSORS_SUFFIXES:
         return "safetensors"
+    if suffix in KERAS_SUFFIXES:
+        return "keras"
     if suffix in TORCH_FILE_SUFFIXES:
         return "torch_file"
     if ":" in target and not os.path.exists(target):
         raise InitlintError(target, "not a file, and not a valid spec", "a spec is package.module:callable or path/to/file.py:callable")
     if not os.path.exists(target):
         raise InitlintError(target, "no such file")
-    raise InitlintError(target, f"unsupported model format {suffix or '(no extension)'!r}", "initlint reads .onnx, .pt2, TorchScript, .pt/.pth state dicts, .safetensors and module:callable specs")
+    raise InitlintError(target, f"unsupported model format {suffix or '(no extension)'!r}", "initlint reads .onnx, .pt2, TorchScript, .pt/.pth state dicts, .safetensors, .keras and module:callable specs")
 
 
 def load(target: str, options: LoadOptions | None = None) -> ModelGraph:
@@ -57,6 +60,10 @@ def load(target: str, options: LoadOptions | None = None) -> ModelGraph:
         from .onnx import load_onnx
 
         return load_onnx(target)
+    if fmt == "keras":
+        from .keras import load_keras_file
+
+        return load_keras_file(target, options)
     from . import torch as torch_loader
 
     if fmt == "torch":

@@ -11,7 +11,7 @@ from ..archive import check_zip, is_zip, strip_root
 from .export_graph import graph_from_exported
 from .module_graph import graph_from_module
 from .pickle_refusal import PICKLE_HINT, _refuse_pt2_code, _unsupported_global
-from .quiet import _quiet_torch_logs, _short
+from .quiet import _quiet_torch, _short
 from .state_dict import _graph_from_state_dict
 from .torchscript import _load_torchscript
 
@@ -21,10 +21,12 @@ def load_pt2(target: str, options) -> ModelGraph:
     torch = require_torch(target)
     _require_file(target)
     names = check_zip(target)
-    if not getattr(options, "trust_pickle", False):
+    trusted = getattr(options, "trust_pickle", False)
+    if not trusted:
         _refuse_pt2_code(torch, target, names)
+    _check_pt2_expressions(target, names)  # sympify evaluates them as Python, trusted or not
     try:
-        with _quiet_torch_logs(), warnings.catch_warnings():
+        with _quiet_torch(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             program = torch.export.load(target)
     except Exception as exc:
@@ -35,6 +37,42 @@ def load_pt2(target: str, options) -> ModelGraph:
     except Exception as exc:
         graph.notes.append(f"the exported program cannot be run here ({type(exc).__name__}); the probe will not run")
     return graph
+
+
+def _check_pt2_expressions(target: str, names: list[str]) -> None:
+    """Every symbolic-size string of the archive's programs must be in the strict grammar
+    (initlint.safe_expressions) before torch.export.load hands it to sympy.sympify."""
+    import json
+    import zipfile
+
+    from ...safe_expressions import UnsafeExpression, check_expression
+
+    def strings(value, key=None):
+        if isinstance(value, dict):
+            for k, v in value.items():
+                yield from strings(v, k)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v, key)
+        elif key == "expr_str":
+            yield value
+
+    with zipfile.ZipFile(target) as archive:
+        for full, name in zip(names, strip_root(names)):
+            if not (name.startswith("models/") and name.endswith(".json")):
+                continue
+            try:
+                program = json.loads(archive.read(full))
+            except (ValueError, RecursionError) as exc:
+                raise InitlintError(target, f"corrupt .pt2 archive: {name} is not valid JSON ({type(exc).__name__})") from None
+            found = list(strings(program))
+            if isinstance(program, dict) and isinstance(program.get("range_constraints"), dict):
+                found += list(program["range_constraints"])
+            for text in found:
+                try:
+                    check_expression(text)
+                except UnsafeExpression as exc:
+                    raise InitlintError(target, f"refused: {name} holds a size expression that is not plain arithmetic ({exc}); loading would evaluate it as Python") from None
 
 
 def load_torch_file(target: str, options) -> ModelGraph:
@@ -80,7 +118,7 @@ def _load_torch_save(torch, target: str, options) -> ModelGraph:
         raise InitlintError(target, f"not a readable PyTorch file ({_short(exc)})") from None
     except Exception as exc:
         raise InitlintError(target, f"not a readable PyTorch file ({type(exc).__name__}: {_short(exc)})") from None
-    if isinstance(obj, torch.jit.ScriptModule):
+    if isinstance(obj, torch.jit.ScriptModule):  # only reachable with the opt-in (unpickling)
         return _load_torchscript(torch, target)
     if isinstance(obj, torch.nn.Module):
         graph = graph_from_module(obj, target, example_input=getattr(obj, "example_input", None), options=options)

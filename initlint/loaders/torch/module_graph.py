@@ -8,38 +8,53 @@ from ...graph import Layer, ModelGraph
 from .classify import _module_class, classify_module
 from .export_graph import graph_from_exported
 from .fx_graph import _graph_from_fx, _trace_keeping_norms
-from .quiet import _quiet_torch_logs, _short
+from .quiet import _quiet_torch, _short
 from .tensors import _flatten_tensors, _share_tensors, tensor_of
 
 
 def graph_from_module(module, target: str, example_input=None, options=None) -> ModelGraph:
-    """Trace ``module`` with torch.fx; when that fails, torch.export with an example input; then module order."""
+    """Trace ``module`` with torch.fx; when that fails, torch.export with an example input; then module order.
+
+    Each trace is tried in training mode, then in eval mode: layer drop and stochastic depth
+    (torchaudio's wav2vec2 and Conformer, HF Wav2Vec2, DETR) branch on a random draw only while
+    training, and their eval-mode graph has the same layers and weights."""
+    from ..keras import graph_from_keras, is_keras_model
+
+    if is_keras_model(module):  # a Keras 3 model is an nn.Module whose layers torch cannot see
+        return graph_from_keras(module, target, fmt="torch", options=options)
     torch = require_torch(target)
     graph = ModelGraph(target=target, format="torch")
     graph.metadata["module"] = module  # the live module: source lines of findings, and the probe (never mutated)
     for name, param in module.named_parameters():
         graph.tensors[name] = tensor_of(name, param)
-    try:
-        traced = _trace_keeping_norms(torch, module)
-    except Exception as exc:
-        fx_failure = f"torch.fx could not trace the model ({type(exc).__name__}: {_short(exc)[:160]})"
-    else:
+    fx_failure = ""
+    for mode in _modes(module):
+        try:
+            with _mode(module, mode):
+                traced = _trace_keeping_norms(torch, module)
+        except Exception as exc:
+            fx_failure = fx_failure or f"torch.fx could not trace the model ({type(exc).__name__}: {_short(exc)[:160]})"
+            continue
         _graph_from_fx(torch, module, traced, graph)
+        if mode == "eval":
+            graph.notes.append(f"{fx_failure} in training mode; the graph comes from torch.fx in eval mode")
         return graph
     args, kwargs, where = _example_arguments(torch, target, module, example_input, options)
+    export_failure = ""
     if args is None:
         export_failure = "torch.export needs an example input: return (model, example_input) from the callable or pass --input-shape (and --input-dtype int64 for token ids)"
-    else:
+    for mode in _modes(module) if args is not None else ():
         try:
-            with _quiet_torch_logs():
+            with _quiet_torch(), _mode(module, mode):
                 program = torch.export.export(_tensor_outputs(torch, module), args, kwargs, strict=False)
         except Exception as exc:
-            export_failure = f"torch.export with the example input {where} failed too ({type(exc).__name__}: {_short(exc)[:160]})"
-        else:
-            exported = graph_from_exported(program, target, "torch", strip_prefix=_WRAPPED + ".", canonical=_canonical_names(module))
-            exported.notes.insert(0, f"{fx_failure}; the graph comes from torch.export with the example input {where}")
-            exported.metadata["module"] = module  # the live module, for source lines and the probe
-            return exported
+            export_failure = export_failure or f"torch.export with the example input {where} failed too ({type(exc).__name__}: {_short(exc)[:160]})"
+            continue
+        exported = graph_from_exported(program, target, "torch", strip_prefix=_WRAPPED + ".", canonical=_canonical_names(module))
+        in_eval = " in eval mode (it failed in training mode)" if mode == "eval" else ""
+        exported.notes.insert(0, f"{fx_failure}; the graph comes from torch.export with the example input {where}{in_eval}")
+        exported.metadata["module"] = module  # the live module, for source lines and the probe
+        return exported
     graph.notes.append(
         f"{fx_failure}; {export_failure}; the graph follows module registration order, "
         "so residual connections and functional activations are not seen"
@@ -49,6 +64,30 @@ def graph_from_module(module, target: str, example_input=None, options=None) -> 
 
 
 _WRAPPED = "wrapped"
+
+
+def _modes(module) -> tuple[str, ...]:
+    return ("train", "eval") if any(m.training for m in module.modules()) else ("eval",)
+
+
+class _mode:
+    """Every submodule in ``mode`` for the duration, then each back in its own mode (the
+    user's module is left as it was)."""
+
+    def __init__(self, module, mode: str):
+        self.module, self.mode = module, mode
+
+    def __enter__(self):
+        self.saved = [(m, m.training) for m in self.module.modules()]
+        if self.mode == "eval":
+            for m, _ in self.saved:
+                m.training = False
+        return self
+
+    def __exit__(self, *exc):
+        for m, training in self.saved:
+            m.training = training
+        return False
 
 
 def _canonical_names(module) -> dict[str, str]:

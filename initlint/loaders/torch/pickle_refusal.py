@@ -7,7 +7,7 @@ from ..archive import strip_root
 
 
 PICKLE_HINT = (
-    "pass --trust-pickle only if you trust where the file came from: unpickling runs arbitrary code from it; "
+    "pass --trust-code (or its old name --trust-pickle) only if you trust where the file came from: unpickling runs arbitrary code from it; "
     "or save a state dict / .safetensors / torch.export .pt2 instead"
 )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ def load_spec(spec: str, options) -> ModelGraph:
     """``package.module:callable`` or ``path/to/file.py:callable`` returning an nn.Module."""
     torch = require_torch(spec)
     module_part, _, attr = spec.rpartition(":")
+    # initlint reads Keras models on Keras' PyTorch backend; a spec that imports keras without
+    # choosing a backend would otherwise get TensorFlow, which is not needed (nor installed).
+    os.environ.setdefault("KERAS_BACKEND", "torch")
     try:
         if module_part.endswith(".py"):
             path = Path(module_part)

@@ -9,7 +9,7 @@ from .tensors import _flatten_tensors, tensor_of
 
 
 # Keys under which training scripts commonly nest the model's weights in a checkpoint.
-_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model", "module", "net", "network", "ema")
+_CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model_state", "model", "module", "net", "network", "ema")
 
 
 def _graph_from_state_dict(torch, target: str, obj) -> ModelGraph:
@@ -19,8 +19,14 @@ def _graph_from_state_dict(torch, target: str, obj) -> ModelGraph:
         if nested:
             graph.notes.append(f"checkpoint: reading the weights under {nested[0]!r}")
             obj = obj[nested[0]]
+    dropped: list[str] = []
+    obj = _without_optimizer_state(obj, "", dropped)
+    if dropped:
+        graph.notes.append(f"checkpoint: skipped the optimizer state under {', '.join(repr(p) for p in dropped[:3])}: it holds no model weights")
     for name, value in _flatten_tensors(torch, obj, ""):
         graph.tensors[name] = tensor_of(name, value)
+    if not graph.tensors and obj is None:
+        raise InitlintError(target, "holds an optimizer state only, no model weights", "initlint reads a state dict: a mapping of parameter names to tensors")
     if not graph.tensors:
         raise InitlintError(target, f"holds no tensors (a {type(obj).__name__})", "initlint reads a state dict: a mapping of parameter names to tensors")
     add_weight_layers(graph)
@@ -30,3 +36,22 @@ def _graph_from_state_dict(torch, target: str, obj) -> ModelGraph:
 
 def _has_tensors(torch, mapping: dict) -> bool:
     return any(isinstance(v, torch.Tensor) for v in mapping.values())
+
+
+def _is_optimizer_state(value) -> bool:
+    """torch.optim.Optimizer.state_dict(): {"state": {param index: {"exp_avg": ...}}, "param_groups": [...]}."""
+    return isinstance(value, dict) and isinstance(value.get("state"), dict) and isinstance(value.get("param_groups"), list)
+
+
+def _without_optimizer_state(obj, prefix: str, dropped: list[str]):
+    """``obj`` without the optimizer states a training checkpoint saves beside the weights
+    (Adam's moments are tensors of the parameters' shapes, not parameters); their paths go to ``dropped``."""
+    if _is_optimizer_state(obj):
+        dropped.append(prefix or "(the whole file)")
+        return None
+    if isinstance(obj, dict):
+        kept = {key: _without_optimizer_state(value, f"{prefix}.{key}" if prefix else str(key), dropped) for key, value in obj.items()}
+        return {key: value for key, value in kept.items() if value is not None or obj[key] is None}
+    if isinstance(obj, (list, tuple)):
+        return [_without_optimizer_state(value, f"{prefix}.{index}" if prefix else str(index), dropped) for index, value in enumerate(obj)]
+    return obj
