@@ -81,18 +81,18 @@ def test_extend_select_adds_to_configured_select(project):
 def test_fail_on_from_config_and_cli_override(project):
     save_mlp(project / "u.onnx", uniform_layer=1)
     (project / "initlint.toml").write_text("[rules.IL105]\ncoherent-error = 20.0\n")
-    # With the probe, which refutes IL305's logit claim on this model (the last option wins).
-    result, doc = lint("u.onnx", "--probe", "auto")  # coherent part 9.4: now below the error threshold, above the warning one
+    # The U(0, 1) layer also makes the logits large (IL305); this test is about IL105's thresholds.
+    result, doc = lint("u.onnx", "--ignore", "IL305")  # coherent part 9.4: now below the error threshold, above the warning one
     assert codes(doc) == [("u.onnx", "IL105", "fc1.weight", "warning")] and result.exit_code == 0
     (project / "initlint.toml").write_text("fail-on = 'warning'\n[rules.IL105]\ncoherent-error = 20.0\n")
-    assert lint("u.onnx", "--probe", "auto")[0].exit_code == 1
-    assert lint("u.onnx", "--fail-on", "error", "--probe", "auto")[0].exit_code == 0
+    assert lint("u.onnx", "--ignore", "IL305")[0].exit_code == 1
+    assert lint("u.onnx", "--ignore", "IL305", "--fail-on", "error")[0].exit_code == 0
 
 
 def test_rule_threshold_with_underscore_name_and_severity_drop(project):
     save_mlp(project / "u.onnx", uniform_layer=1)
     (project / "pyproject.toml").write_text("[tool.initlint.rules.IL105]\ncoherent_warning = 15.0\ncoherent-error = 20.0\n")
-    result, doc = lint("u.onnx", "--probe", "auto")  # the probe refutes IL305's logit claim here
+    result, doc = lint("u.onnx", "--ignore", "IL305")  # IL305: the large logits the U(0, 1) layer causes
     assert result.exit_code == 0 and not codes(doc)
 
 

@@ -106,7 +106,9 @@ def test_probe_only_faults_exit_1_under_default_options(models, name, code):
         pytest.importorskip("diffusers")
     target = f"{models}:{name}"
     static_exit, static = lint(target, "--probe", "never")
-    if name == "tiled_rows":  # the static rules see the others in part (IL101, IL304) now
+    # The static IL101 already reports some of the UNet's zero convolutions, and the static
+    # signal model, which carries the negative biases' means, predicts the cascade (IL304).
+    if name not in ("zero_unet", "bias_cascade"):
         assert static_exit == 0, [(f["code"], f["location"], f["severity"]) for f in static["findings"]]
     exit_code, result = lint(target)
     assert result["probe"]["status"] == "ok", result["probe"]
