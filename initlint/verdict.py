@@ -83,7 +83,8 @@ def judge(prediction: Prediction, probe: ProbeMeasurement) -> dict:
         text += f" (predicted {prediction.predicted:.3g})"
     if len(values) > 1:
         text += f", median of {len(values)} seeds"
-    out = {"measured": value, "seeds": len(values), "reason": text}
+    # JSON has no infinity: an overflowing ratio is reported in the reason only.
+    out = {"measured": value if math.isfinite(value) else None, "seeds": len(values), "reason": text}
     if crossing == len(values):
         return {"verdict": "confirmed", **out}
     if crossing == 0:
