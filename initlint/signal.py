@@ -400,7 +400,7 @@ def _propagate(graph: g.ModelGraph) -> Signal:
     unknown = [name for name, fp in fps if fp is not None and fp.status == "unrecognized"]
     if unknown:
         sig.notes.append(
-            f"{len(unknown)} of {len(fps)} weighted layers match no init scheme (trained or custom weights?), e.g. {unknown[0]}: "
+            f"{len(unknown)} of {len(fps)} weighted layers match no init scheme (trained or custom weights?), e.g. layer {graph.label(unknown[0])}: "
             "init-scheme rules (IL201, IL203) do not apply to them; signal rules use their measured variance"
         )
     return sig
