@@ -20,7 +20,7 @@ from .probe import ProbeOptions, run_probe
 from .probe.budget import auto_budget_refusal
 from .verdict import judge
 
-__all__ = ["LintOptions", "TargetResult", "lint_graph", "lint_target", "selected_rules"]
+__all__ = ["LintOptions", "TargetResult", "lint_graph", "lint_target", "selected_rules", "unchecked_reason"]
 
 
 @dataclass
@@ -89,6 +89,7 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     ctx = RuleContext(graph)
     run = run_rules(ctx, rules, options.rule_settings)
     result.findings = [f for f in run.findings if not _layer_ignored(f, options)]
+    _in_the_model_vocabulary(graph, result.findings)
     if len(result.findings) < len(run.findings):
         result.notes.append(f"{len(run.findings) - len(result.findings)} finding(s) suppressed by per-layer-ignores")
     for rule in rules:
@@ -120,6 +121,7 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     probe_run = run_rules(RuleContext(graph, measurement), probe_rules, options.rule_settings, stage="probe")
     for finding in probe_run.findings:  # a probe-stage finding is itself a measurement
         finding.probe = {"verdict": "confirmed", "reason": "measured by the probe"}
+    _in_the_model_vocabulary(graph, probe_run.findings)
     result.findings.extend(f for f in probe_run.findings if not _layer_ignored(f, options))
     for rule in probe_rules:
         result.rules[rule.code] = f"failed: {probe_run.failures[rule.code]}" if rule.code in probe_run.failures else "ran"
@@ -145,6 +147,15 @@ def _name_predictions_for_people(findings: list[Finding], graph: ModelGraph) -> 
                 from_layer=prediction.from_layer and graph.label(prediction.from_layer),
                 to_layer=prediction.to_layer and graph.label(prediction.to_layer),
             )
+
+
+def _in_the_model_vocabulary(graph: ModelGraph, findings: list[Finding]) -> None:
+    """Fix hints name PyTorch's init calls; a Keras model's user sets kernel_initializer=..."""
+    if graph.metadata.get("framework") == "keras":
+        from .loaders.keras.vocabulary import keras_fix
+
+        for finding in findings:
+            finding.fix = keras_fix(finding.fix)
 
 
 def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult) -> tuple[ProbeMeasurement | None, str | None]:
@@ -223,6 +234,18 @@ def _plot(graph: ModelGraph, options: LintOptions, result: TargetResult) -> None
         result.notes.append(f"the plot could not be written to {path} ({type(exc).__name__}: {exc})")
 
 
+def unchecked_reason(graph: ModelGraph) -> str | None:
+    """Why the model was not really checked, or None: a lint that read nothing must not pass."""
+    if not graph.weighted_layers():
+        held = sum(t.size for t in graph.tensors.values())
+        if held:
+            return f"no weighted layer was found among its {len(graph.layers)} ops ({held:,} values in constants no layer uses as weights)"
+        return f"no weights were read from it ({len(graph.layers)} ops, no initializer, constant or parameter)"
+    if graph.metadata.get("structure") == "module-order":
+        return "its structure is only a guess from module order, so the structure and signal rules could not run"
+    return None
+
+
 def lint_target(target: str, options: LintOptions) -> TargetResult:
     start = time.perf_counter()
     result = TargetResult(target=target, format=None)
@@ -232,6 +255,11 @@ def lint_target(target: str, options: LintOptions) -> TargetResult:
         result.format = graph.format
         result.graph = graph
         lint_graph(graph, options, result)
+        unchecked = unchecked_reason(graph)
+        if unchecked and not options.allow_empty:
+            result.error = f"{target}: could not check: {unchecked} (--allow-empty accepts a model that was not checked)"
+        elif unchecked:
+            result.notes.append(f"not checked: {unchecked} (accepted with --allow-empty)")
     except InitlintError as exc:
         result.error = str(exc)
     except MemoryError:

@@ -36,6 +36,8 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import graph as g
 from . import moments as mo
 from .fingerprint import fingerprint
@@ -643,6 +645,10 @@ class Crossing:
         """What the thresholds apply to: the forward variance ratio, or the gradient norm ratio
         (AUTOTRAINER's β1 and β3 bound gradient norms, docs/science.md §8)."""
         return self.ratio if self.direction == "forward" else math.sqrt(self.ratio)
+
+    def measured_threshold(self, threshold: float) -> float:
+        """The rule's threshold in the unit of ``ratio`` (an energy backward: the norm's square)."""
+        return threshold if self.direction == "forward" else threshold * threshold
 
     @property
     def per_layer(self) -> float:

@@ -50,6 +50,10 @@ def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[li
         values = [None if r is None else r * r for r in (_ratio(b, a) for b, a in pairs)]
     elif q is Quantity.SATURATED_FRACTION:
         values = rows[prediction.to_layer].get("saturated_fraction", [])
+    elif q is Quantity.DUPLICATE_UNIT_FRACTION:
+        values = rows[prediction.to_layer].get("duplicate_fraction", [])
+    elif q is Quantity.NON_FINITE_FRACTION:
+        values = rows[prediction.to_layer].get("non_finite_fraction", [])
     else:  # DEAD_FRACTION
         values = rows[prediction.to_layer].get("dead_fraction", [])
     values = [v for v in values if v is not None and not math.isnan(v)]

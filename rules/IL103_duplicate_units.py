@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.prediction import Claim, Prediction, Quantity
 
 
 class DuplicateUnits(Rule):
@@ -58,6 +59,8 @@ class DuplicateUnits(Rule):
                 layer.weight.name,
                 f"{stats.duplicate_rows} of {stats.rows} output units repeat another unit exactly (units {shown})",
                 evidence={"duplicate_units": stats.duplicate_rows, "units": stats.rows, "groups": groups},
+                # Identical weights give identical outputs (less each unit's own bias) on every input.
+                prediction=Prediction(Quantity.DUPLICATE_UNIT_FRACTION, Claim.ABOVE, 0.0, to_layer=layer.name, predicted=stats.duplicate_rows / stats.rows),
                 fix="initialize the whole tensor at once (nn.init.kaiming_normal_(w)) instead of copying one unit",
             )
 

@@ -75,7 +75,7 @@ class VanishingSignal(Rule):
                 f"{crossing.direction} signal vanishes: {crossing.describe()}, below {self.settings['low']:g}",
                 evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": crossing.anchor, "layers": crossing.layers_between},
                 prediction=Prediction(
-                    QUANTITY[crossing.direction], Claim.BELOW, self.settings["low"], from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
+                    QUANTITY[crossing.direction], Claim.BELOW, crossing.measured_threshold(self.settings["low"]), from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
                 ),
                 fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU (xavier with the activation's gain before tanh), or add normalization/residual connections",
             )

@@ -69,7 +69,7 @@ class ExplodingSignal(Rule):
                 f"{crossing.direction} signal explodes: {crossing.describe()}, above {self.settings['high']:g}",
                 evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": crossing.anchor, "layers": crossing.layers_between},
                 prediction=Prediction(
-                    QUANTITY[crossing.direction], Claim.ABOVE, self.settings["high"], from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
+                    QUANTITY[crossing.direction], Claim.ABOVE, crossing.measured_threshold(self.settings["high"]), from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
                 ),
                 fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU, std = gain/sqrt(fan_in) for custom normal init, or add normalization",
             )
