@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from initlint import graph as g
 from initlint.constant_flow import ConstantOutcome, Fate, Harm, zero_outcome
+from initlint.fixes import Code as _Code, init_call, random_init_for
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.example_models import (  # shared with IL404's examples
@@ -78,17 +79,17 @@ class ZeroWeights(Rule):
                 continue
             evidence = {"count": weight.size, "std": 0.0}
             if layer.kind not in _STRUCTURAL_KINDS:
-                yield self.finding(weight.name, f"all {weight.size:,} values are 0.0", Severity.WARNING, evidence=evidence, fix=_FIX)
+                yield self.finding(weight.name, f"this weight starts with no information in it: all {weight.size:,} values are 0.0", Severity.WARNING, evidence=evidence, fix=_fix(graph, layer))
                 continue
             outcome = zero_outcome(graph, layer)
             if outcome.harm == Harm.ALLOWED:
                 continue
             fatal = outcome.harm == Harm.FATAL
             severity = Severity.ERROR if fatal else Severity.WARNING
-            why = _consequence(outcome)
             # A fatal zero pattern predicts a permanently zero gradient, which the probe checks.
             prediction = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if fatal else None
-            yield self.finding(weight.name, f"all {weight.size:,} values are 0.0: {why}", severity, evidence={**evidence, "case": why}, fix=_FIX, prediction=prediction)
+            message = _consequence(outcome, weight.size)
+            yield self.finding(weight.name, message, severity, evidence={**evidence, "case": outcome.fate.value}, fix=_fix(graph, layer), prediction=prediction)
         for name, tensor in graph.tensors.items():
             if name in claimed or tensor.ndim < 2 or tensor.stats.count == 0 or not tensor.stats.all_zero:
                 continue
@@ -101,14 +102,14 @@ class ZeroWeights(Rule):
                 # PEFT's names pair the two factors of one adapter: both zero is fatal whatever the model is
                 yield self.finding(
                     name,
-                    f"all {tensor.size:,} values are 0.0 and so is its LoRA partner {partner.name}: the update B·A is zero and neither factor can get a gradient",
+                    f"this LoRA adapter can never train: all {tensor.size:,} values are 0.0 and so are its partner {partner.name}'s, so the update B·A is zero and neither factor gets a gradient",
                     evidence={"count": tensor.size, "std": 0.0, "partner": partner.name},
-                    fix="initialize lora_A randomly (PEFT: init_lora_weights=True) and only lora_B at zero",
+                    fix=f"{init_call('kaiming_uniform_', _factor_a(name, partner.name), a=_Code('math.sqrt(5)'))} (PEFT: init_lora_weights=True): only lora_B starts at zero",
                 )
                 continue
             yield self.finding(
                 name,
-                f"all {tensor.size:,} values are 0.0; without the model structure initlint cannot tell an intended zero (LoRA B, residual branch end) from a fatal one",
+                f"this weight may never train, or may be an intended zero: all {tensor.size:,} values are 0.0, and without the model structure initlint cannot tell an intended zero (LoRA B, residual branch end) from a fatal one",
                 Severity.INFO,
                 evidence={"count": tensor.size, "std": 0.0},
             )
@@ -117,31 +118,44 @@ class ZeroWeights(Rule):
     must_not_flag = ()
 
 
-_FIX = "initialize it randomly (nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU, nn.init.xavier_uniform_(w) before tanh/sigmoid)"
+_STARTS_EMPTY = "this layer starts with no information flowing through it"
 
 
-def _consequence(outcome: ConstantOutcome) -> str:
-    """What the zero layer's constant output does to training, in words."""
+def _fix(graph: g.ModelGraph, layer: g.Layer) -> str:
+    return f"{random_init_for(graph, layer)}; keep zero init only where the layer's output is added to a non-zero path (a residual branch end, LoRA B)"
+
+
+def _consequence(outcome: ConstantOutcome, count: int) -> str:
+    """What the zero layer's constant output does to training, in words, then the numbers."""
+    zeros = f"all {count:,} values are 0.0"
     fate = outcome.fate
     if fate == Fate.BLOCKED_BY_ACTIVATION:
         where = "0" if outcome.zero_constant else "<= 0"
-        return f"it feeds {outcome.activation} at a constant pre-activation {where}, whose gradient is exactly 0: this layer and every layer before it get zero gradient forever"
+        return (
+            f"this layer and every layer before it will never train: {zeros}, so it feeds {outcome.activation} "
+            f"a constant pre-activation {where}, where its gradient is exactly 0"
+        )
     if fate == Fate.FEEDS_ZERO_LAYER:
         if outcome.harm == Harm.FATAL:
-            return f"it feeds another all-zero layer ({outcome.other_weight}) with a zero input: neither can get a gradient"
-        return f"it feeds another all-zero layer ({outcome.other_weight}), which gets a constant input"
+            return f"neither this layer nor {outcome.other_weight} can ever train: {zeros} and it feeds that all-zero layer a zero input, so each blocks the other's gradient"
+        return f"{_STARTS_EMPTY}: {zeros}, and it feeds another all-zero layer ({outcome.other_weight}) a constant input"
     if fate == Fate.LONE_ZERO_LAYER:
-        return "a lone zero layer between random ones: its output is constant at init; training recovers through its neighbours"
+        return f"{_STARTS_EMPTY}, though training recovers through its random neighbours: {zeros}, so its output is a constant at init"
     if fate == Fate.GATED:
-        return "its output is constant at init (multiplied by a gate)"
+        return f"{_STARTS_EMPTY}: {zeros}, so its output is a constant at init (multiplied by a gate)"
     if fate == Fate.UNKNOWN_ACTIVATION:
-        return f"its output is constant at init (then {outcome.activation})"
+        return f"{_STARTS_EMPTY}: {zeros}, so its output is a constant at init (then {outcome.activation})"
     if fate == Fate.CONSTANT and outcome.op is not None:
-        return f"its output is constant at init (then {outcome.op})"
-    return "its output is constant"
+        return f"{_STARTS_EMPTY}: {zeros}, so its output is a constant at init (then {outcome.op})"
+    return f"{_STARTS_EMPTY}: {zeros}, so its output is a constant at init"
 
 
 _LORA_FACTORS = (("lora_A", "lora_B"), ("lora_embedding_A", "lora_embedding_B"))
+
+
+def _factor_a(name: str, partner: str) -> str:
+    """Of a LoRA pair, the A factor (the one to draw randomly)."""
+    return name if "lora_A" in name.split(".") or "lora_embedding_A" in name.split(".") else partner
 
 
 def _lora_partner(graph, name: str):
