@@ -121,7 +121,9 @@ class Signal:
 
 
 def _round(x: float | None) -> float | None:
-    if x is None or not math.isfinite(x) or x == 0:
+    if x is None or not math.isfinite(x):
+        return None  # an overflowed moment is unknown, not a number JSON can hold
+    if x == 0:
         return x
     return float(f"{x:.4g}")
 
