@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import dataclasses
 from dataclasses import dataclass, field
 
 from .config import location_matches, path_matches
@@ -100,7 +101,7 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     if graph.has_structure:
         try:
             propagated = ctx.signal  # computed once per graph, shared with the IL3xx rules
-            result.signal = propagated.to_json()
+            result.signal = _named_for_people(propagated.to_json(), graph)
             result.notes.extend(propagated.notes)
         except Exception as exc:  # the findings stand without it
             result.notes.append(f"signal propagation failed and was skipped: {type(exc).__name__}: {exc}")
@@ -113,6 +114,7 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     probe_rules = [rule for rule in rules if rule.stage == "probe"]
     measurement, why_not = _probe_stage(graph, options, result)
     confirm_findings(result.findings, measurement, why_not)
+    _name_predictions_for_people(result.findings, graph)
     if measurement is None or not measurement.ok:
         for rule in probe_rules:
             result.rules.setdefault(rule.code, f"skipped: {why_not or 'the probe did not run'}")
@@ -127,6 +129,25 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     for code, error in probe_run.failures.items():
         result.notes.append(f"{code} failed and was skipped: {error}")
     _plot(graph, options, result)
+
+
+def _named_for_people(rows: list[dict], graph: ModelGraph) -> list[dict]:
+    """Rows (probe, signal) name each layer as findings do: ``fc1``, not ``/fc1/Gemm``."""
+    for row in rows:
+        row["layer"] = graph.label(row["layer"])
+    return rows
+
+
+def _name_predictions_for_people(findings: list[Finding], graph: ModelGraph) -> None:
+    """Once judged, a prediction names its layers as the probe rows do (the plot matches the two)."""
+    for finding in findings:
+        prediction = finding.prediction
+        if prediction is not None and (prediction.from_layer or prediction.to_layer):
+            finding.prediction = dataclasses.replace(
+                prediction,
+                from_layer=prediction.from_layer and graph.label(prediction.from_layer),
+                to_layer=prediction.to_layer and graph.label(prediction.to_layer),
+            )
 
 
 def _in_the_model_vocabulary(graph: ModelGraph, findings: list[Finding]) -> None:
@@ -153,6 +174,10 @@ def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult) 
     probe_options: ProbeOptions = options.probe_options or ProbeOptions()
     measurement = run_probe(graph, options.load.input_shapes, options.load.input_dtype, probe_options, predictions)
     result.probe = measurement.to_json()
+    _named_for_people(result.probe.get("layers") or [], graph)
+    for key in ("first_layer", "last_layer", "gradient_first_layer", "gradient_last_layer"):
+        if result.probe.get(key):
+            result.probe[key] = graph.label(result.probe[key])
     result.notes.extend(measurement.notes)
     if not measurement.ok:
         result.notes.append(f"the dynamic probe did not run to the end: {measurement.reason}")
