@@ -17,6 +17,7 @@ from .measurement import ProbeMeasurement
 from .options import LintOptions
 from .probe import ProbeOptions, run_probe
 from .probe.budget import auto_budget_refusal
+from .probe.isolated import in_process, run_probe_isolated
 from .verdict import judge
 
 __all__ = ["LintOptions", "TargetResult", "lint_graph", "lint_target", "selected_rules"]
@@ -83,7 +84,10 @@ def _layer_ignored(finding: Finding, options: LintOptions) -> bool:
     )
 
 
-def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) -> None:
+def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult, source: str | None = None) -> None:
+    """Rules, probe and verdicts on ``graph``. ``source``: the file or spec it was read from, so
+    the probe can read it again in a child process with hard limits (initlint.probe.isolated);
+    a live module with no source is probed in this process."""
     rules = selected_rules(options, result.target)
     ctx = RuleContext(graph)
     run = run_rules(ctx, rules, options.rule_settings)
@@ -109,7 +113,7 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     for module, error in registry().broken.items():
         result.notes.append(f"rule module {module} could not be loaded: {error}")
     probe_rules = [rule for rule in rules if rule.stage == "probe"]
-    measurement, why_not = _probe_stage(graph, options, result)
+    measurement, why_not = _probe_stage(graph, options, result, source)
     confirm_findings(result.findings, measurement, why_not)
     if measurement is None or not measurement.ok:
         for rule in probe_rules:
@@ -126,7 +130,7 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     _plot(graph, options, result)
 
 
-def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult) -> tuple[ProbeMeasurement | None, str | None]:
+def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult, source: str | None = None) -> tuple[ProbeMeasurement | None, str | None]:
     """Run the probe when the mode and the auto budget allow: (measurement, why it did not run)."""
     if options.probe == "never":
         return None, "the probe was not run (--probe never)"
@@ -139,7 +143,10 @@ def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult) 
             return None, refusal
     predictions = [f.prediction for f in result.findings if f.prediction is not None]
     probe_options: ProbeOptions = options.probe_options or ProbeOptions()
-    measurement = run_probe(graph, options.load.input_shapes, options.load.input_dtype, probe_options, predictions)
+    if source is not None and not in_process():
+        measurement = run_probe_isolated(source, options.load, graph, options.load.input_shapes, options.load.input_dtype, probe_options, predictions)
+    else:
+        measurement = run_probe(graph, options.load.input_shapes, options.load.input_dtype, probe_options, predictions)
     result.probe = measurement.to_json()
     result.notes.extend(measurement.notes)
     if not measurement.ok:
@@ -206,7 +213,7 @@ def lint_target(target: str, options: LintOptions) -> TargetResult:
         graph = load(target, options.load)
         result.format = graph.format
         result.graph = graph
-        lint_graph(graph, options, result)
+        lint_graph(graph, options, result, source=target)
     except InitlintError as exc:
         result.error = str(exc)
     except MemoryError:
