@@ -97,7 +97,7 @@ def forward_only(graph: ModelGraph, why: str, input_shapes, input_dtype, seed: i
         for w in watched:
             out = torch.from_numpy(np.asarray(values[w.module_name])).float()
             bias = biases.get(w.module_name)
-            owner = SimpleNamespace(bias=torch.from_numpy(bias).float() if bias is not None else None)
+            owner = SimpleNamespace(bias=torch.tensor(bias, dtype=torch.float32) if bias is not None else None)
             row = _output_stats(torch, out, owner, w.unit_axis, w.dead_from_output)
             if w.saturation_at is not None:
                 row["saturated_fraction"] = float((out.abs() > w.saturation_at).float().mean())
