@@ -71,6 +71,10 @@ def set_probe_mode(module) -> None:
 def prepare(graph: ModelGraph, input_shapes: dict[str, tuple[int, ...]], input_dtype: str | None, device: str) -> Runnable:
     if graph.format == "onnx":
         runnable = _from_onnx(graph, input_shapes, input_dtype)
+    elif graph.metadata.get("framework") == "keras" and graph.metadata.get("module") is not None:
+        from .keras_model import from_keras
+
+        runnable = from_keras(graph, input_shapes, input_dtype)
     elif graph.metadata.get("module") is not None:
         runnable = _from_torch(graph, input_shapes, input_dtype)
     else:
@@ -134,9 +138,10 @@ def _torch_inputs(torch, graph, module, example, input_shapes, input_dtype):
             dtype = input_dtype or ("int64" if _first_weighted_kind(graph) == g.EMBEDDING else "float32")
             specs.append((tuple(shape), dtype, vocab))
             kw_names.append(name or None)
-    elif graph.inputs and all(dims and all(dims) for dims, _ in graph.inputs.values()):
-        # A .pt2 archive records the shapes it was exported with: positional, in order.
-        specs = [(tuple(dims), input_dtype or dtype, vocab) for dims, dtype in graph.inputs.values()]
+    elif graph.inputs and all(dims and all(dims[1:]) for dims, _ in graph.inputs.values()):
+        # A .pt2 archive records the shapes it was exported with, a Keras model its Input's (the
+        # batch left open): positional, in order.
+        specs = [(tuple(d or batch_for(math.prod(dims[1:])) for d in dims), input_dtype or dtype, vocab) for dims, dtype in graph.inputs.values()]
         kw_names = [None] * len(specs)
     else:
         shape, dtype = _shape_from_first_layer(graph, module)
