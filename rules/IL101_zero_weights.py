@@ -82,7 +82,8 @@ class ZeroWeights(Rule):
         claimed = set()
         for layer in graph.layers.values():
             weight = layer.weight
-            if layer.kind == g.NORM and graph.has_structure and weight is not None and weight.stats.all_zero:
+            # A trainable gain only: a frozen norm's buffers (DETR's FrozenBatchNorm2d) get no gradient anyway.
+            if layer.kind == g.NORM and graph.has_structure and weight is not None and weight.name in graph.tensors and weight.stats.all_zero:
                 yield from self._zero_norm_gain(graph, layer)
                 continue
             if weight is None or weight.ndim < 2 or not graph.has_structure:
