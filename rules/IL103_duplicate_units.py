@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.symmetry import Harm, symmetry_of
 
@@ -64,12 +65,13 @@ class DuplicateUnits(Rule):
             everywhere = ": every hidden layer of the model is one unit wide, the network a chain of single features" if fatal else ""
             yield self.finding(
                 layer.weight.name,
+                f"this layer starts with fewer distinct features than units, since copied units compute the same thing: "
                 f"{stats.duplicate_rows} of {stats.rows} output units repeat another unit exactly (units {shown}){everywhere}",
                 Severity.ERROR if fatal else self.severity,
                 evidence={"duplicate_units": stats.duplicate_rows, "units": stats.rows, "groups": groups},
                 # Identical weights give identical outputs (less each unit's own bias) on every input.
                 prediction=Prediction(Quantity.DUPLICATE_UNIT_FRACTION, Claim.ABOVE, 0.0, to_layer=layer.name, predicted=stats.duplicate_rows / stats.rows),
-                fix="initialize the whole tensor at once (nn.init.kaiming_normal_(w)) instead of copying one unit",
+                fix=f"{random_init_for(graph, layer)} on the whole tensor at once, instead of copying one unit",
             )
 
     must_flag = ()

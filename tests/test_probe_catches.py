@@ -1,7 +1,7 @@
 """What only measurement sees, and the classic mistake, end to end under the default options.
 
-The static rules cannot see the two MLP faults (each exits 0 with --probe never) and see only
-part of the UNet's; --probe auto runs the probe on models this small and its findings count. And the rule named after the
+The static rules see at most part of these faults (the tiled rows: only warnings, exit 0 with
+--probe never); --probe auto runs the probe on models this small and its findings count. And the rule named after the
 classic mistake (ReLU + Glorot) ends confirmed, torch spec and ONNX alike.
 """
 
@@ -70,7 +70,7 @@ MODELS = textwrap.dedent('''
             for module in model.modules():
                 if isinstance(module, nn.Conv2d):
                     module.weight.zero_()
-        return model, torch.randn(2, 3, 16, 16)
+        return model, torch.randn(4, 3, 16, 16)  # the example input torch.export traces it with
 
 
     def glorot_relu(depth):
