@@ -82,6 +82,7 @@ class ProbeMeasurement:
     measured_parameters: list[str] = field(default_factory=list)
     zero_gradient_parameters: list[str] = field(default_factory=list)
     frozen_parameters: list[str] = field(default_factory=list)
+    frozen_checked: bool = True  # False when the frozen-parameter check ran out of time
     train: dict | None = None
     # Why fewer seeds ran than the probe would have liked (budget), or more (near a threshold).
     seed_note: str | None = None

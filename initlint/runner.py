@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .config import location_matches, path_matches
 from .context import RuleContext
+from .trained import PENDING
 from .engine import Finding, Rule, Severity, registry, run_rules
 from .errors import InitlintError
 from .graph import ModelGraph
@@ -195,6 +196,10 @@ def confirm_findings(findings: list[Finding], probe: ProbeMeasurement | None, wh
             finding.probe = {"verdict": "inconclusive", "reason": "the finding makes no claim the probe measures"}
             continue
         finding.probe = judge(finding.prediction, probe)
+        pending = finding.evidence.pop(PENDING, None)  # a finding on trained weights (initlint.trained)
+        if pending is not None and finding.probe["verdict"] == "confirmed":
+            finding.severity = Severity.parse(pending)
+            finding.message += " (confirmed by the probe)"
         if finding.probe["verdict"] == "refuted" and finding.severity > Severity.INFO:
             finding.probe["original_severity"] = str(finding.severity)
             finding.severity = Severity.INFO

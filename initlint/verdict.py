@@ -27,6 +27,8 @@ def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[li
     """One measured value per seed (or one for the whole run), or a reason why there is none."""
     q = prediction.quantity
     if q is Quantity.FROZEN_PARAMETERS:
+        if not probe.frozen_checked:
+            return [], "the frozen-parameter check did not finish within the probe's time budget (--probe-timeout)"
         seen = [p for p in prediction.parameters if p in probe.measured_parameters]
         if not seen:
             return [], "the probe's passes did not reach these parameters (no gradient at all)"

@@ -87,7 +87,12 @@ class ZeroWeights(Rule):
             fatal = outcome.harm == Harm.FATAL
             severity = Severity.ERROR if fatal else Severity.WARNING
             # A fatal zero pattern predicts a permanently zero gradient, which the probe checks.
-            prediction = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if fatal else None
+            # A lone zero layer is predicted to recover: its gradient is not stuck at zero.
+            prediction = (
+                Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if fatal
+                else Prediction(Quantity.FROZEN_PARAMETERS, Claim.BELOW, 0.5, parameters=(weight.name,), predicted=0.0) if outcome.fate == Fate.LONE_ZERO_LAYER
+                else None
+            )
             message = _consequence(outcome, weight.size)
             yield self.finding(weight.name, message, severity, evidence={**evidence, "case": outcome.fate.value}, fix=_fix(graph, layer), prediction=prediction)
         for name, tensor in graph.tensors.items():

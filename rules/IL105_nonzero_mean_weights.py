@@ -43,6 +43,8 @@ class NonzeroMeanWeights(Rule):
     ## Known false positives
     Trained weights can have small non-zero means; the coherent-part test keeps them below
     the thresholds in the cases measured. Normalization weights (1-D) are never tested.
+    On trained weights (layers matching no init scheme, or a trained model as a whole) a
+    finding of this rule is reported as info unless the probe confirms it (README, "Trained weights").
 
     ## References
     - docs/science.md §5 (non-zero mean: flag when |mean|/(std/sqrt(n)) > 6)

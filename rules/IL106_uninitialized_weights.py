@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
+from initlint.prediction import Claim, Prediction, Quantity
+
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 class UninitializedWeights(Rule):
@@ -39,7 +42,8 @@ class UninitializedWeights(Rule):
     - `max_abs` (1e6): the magnitude above which a value cannot come from an init.
 
     ## Known false positives
-    Constants that are not parameters (masks of -1e9, large position tables) are not judged.
+    Constants that are not parameters (masks of -1e9, large position tables) and normalization
+    running statistics (a trained BatchNorm's variance can be large) are not judged.
 
     ## References
     - docs/science.md §2 (the variance of each scheme), §11 (uninitialized memory)
@@ -52,7 +56,9 @@ class UninitializedWeights(Rule):
 
     def check(self, ctx):
         graph = ctx.graph
-        parameters = {t.name for layer in graph.layers.values() for t in layer.params.values()}
+        # Running statistics are buffers, not weights: a trained BatchNorm's variance may be huge.
+        parameters = {t.name for layer in graph.layers.values() for role, t in layer.params.items() if not role.startswith("running_")}
+        owner = {layer.weight.name: layer for layer in graph.layers.values() if layer.is_weighted}
         limit = float(self.settings["max_abs"])
         for name, tensor in graph.tensors.items():
             if not tensor.dtype.startswith(("float", "bfloat")) or (graph.has_structure and name not in parameters):
@@ -63,11 +69,16 @@ class UninitializedWeights(Rule):
             largest = max(abs(stats.min), abs(stats.max))
             if largest <= limit:
                 continue
+            layer = owner.get(name)
+            # Where one weight times fan_in unit inputs passes float32's largest value, the
+            # layer's own output overflows: a claim the probe settles.
+            overflows = layer is not None and layer.fan_in and largest * layer.fan_in >= FLOAT32_MAX
             yield self.finding(
                 name,
                 f"values reach |w| = {largest:.3g} (mean of w² {stats.mean_sq:.3g}): no init scheme produces this; "
                 "the tensor looks like uninitialized memory (torch.empty / torch.Tensor(n) never initialized)",
                 evidence={"max_abs": largest, "mean_sq": stats.mean_sq, "count": stats.count},
+                prediction=Prediction(Quantity.NON_FINITE_FRACTION, Claim.ABOVE, 0.0, to_layer=layer.name) if overflows else None,
                 fix="initialize the parameter in reset_parameters() (nn.init.ones_/zeros_/the layer's scheme)",
             )
 

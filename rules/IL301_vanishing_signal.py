@@ -55,6 +55,8 @@ class VanishingSignal(Rule):
     ends), and branches whose output is under 1% of the residual sum they join, are not
     counted as vanishing forward: the skip carries the signal past them; all-zero layers are left to IL101. Ops initlint does
     not model pass the variance through unchanged and are listed in the notes.
+    On trained weights (layers matching no init scheme, or a trained model as a whole) a
+    finding of this rule is reported as info unless the probe confirms it (README, "Trained weights").
 
     ## References
     - docs/science.md §1-§4, §8

@@ -50,6 +50,8 @@ class ExplodingSignal(Rule):
     Pre-LN transformers grow their residual stream linearly with depth (ratios of a few
     units at 30 blocks, healthy). Ops initlint does not model pass the variance through
     unchanged and are listed in the notes.
+    On trained weights (layers matching no init scheme, or a trained model as a whole) a
+    finding of this rule is reported as info unless the probe confirms it (README, "Trained weights").
 
     ## References
     - docs/science.md §1-§4, §6, §10

@@ -85,14 +85,15 @@ class OverscaledLogits(Rule):
             if std <= self.settings["warn_logit_std"]:
                 continue
             severity = Severity.ERROR if std > self.settings["max_logit_std"] else Severity.WARNING
+            threshold = self.settings["max_logit_std" if severity == Severity.ERROR else "warn_logit_std"]
             classes = head.units or 0
             chance = f"; a {classes}-class cross-entropy would start near {std * math.sqrt(2 * math.log(classes)):.3g} instead of ln {classes} = {math.log(classes):.2f}" if classes >= 2 else ""
             yield self.finding(
                 head.weight.name,
-                f"predicted output std at init is {std:.3g} (above {self.settings['warn_logit_std' if severity < Severity.ERROR else 'max_logit_std']:g}){chance}",
+                f"predicted output std at init is {std:.3g} (above {threshold:g}){chance}",
                 severity,
                 evidence={"logit_std": std, "classes": classes},
-                prediction=Prediction(Quantity.LOGIT_STD, Claim.ABOVE, self.settings["warn_logit_std"], predicted=std),
+                prediction=Prediction(Quantity.LOGIT_STD, Claim.ABOVE, threshold, predicted=std),
                 fix="scale the weights by their fan (kaiming_normal_ in hidden layers) and initialize the head small (or at zero)",
             )
 
