@@ -38,7 +38,7 @@ from onnx import TensorProto, helper
 
 from initlint.report import render_json, render_text
 from initlint.runner import LintOptions, lint_target
-from tests.fuzz_seeds import SEEDS, seed_external
+from tests.fuzz_seeds import SEEDS, seed_external, seed_mlp
 
 FIXTURES = Path(__file__).parent / "fixtures_fuzz"
 FUZZ_EXAMPLES = int(os.environ.get("INITLINT_FUZZ_EXAMPLES", "1200"))
