@@ -16,6 +16,8 @@ from .prediction import Prediction, Quantity
 # How close to the threshold a one-seed measurement has to be for the probe to run more seeds
 # (initlint.probe): the spread between seeds, in the quantity's natural unit.
 NEAR = {"ratio": 0.5, "fraction": 0.1, "other": 0.25}
+# What a forward-only measurement (initlint.probe.onnxruntime_forward) cannot measure.
+BACKWARD = (Quantity.GRADIENT_ENERGY_RATIO, Quantity.FROZEN_PARAMETERS)
 
 
 def near_threshold(prediction: Prediction, value: float) -> bool:
@@ -26,6 +28,8 @@ def near_threshold(prediction: Prediction, value: float) -> bool:
 def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[list[float], str | None]:
     """One measured value per seed (or one for the whole run), or a reason why there is none."""
     q = prediction.quantity
+    if probe.forward_only and q in BACKWARD:
+        return [], probe.forward_only
     if q is Quantity.FROZEN_PARAMETERS:
         if not probe.frozen_checked:
             return [], "the frozen-parameter check did not finish within the probe's time budget (--probe-timeout)"

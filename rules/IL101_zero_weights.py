@@ -24,9 +24,12 @@ class ZeroWeights(Rule):
     """A weight matrix or kernel that is entirely zero, where that stops training.
 
     ## What it does
-    Finds weight matrices and convolution kernels whose every value is 0.0 and follows the
-    layer's output through the graph to decide whether the zeros are fatal, recoverable or a
-    well-known, intended pattern (docs/science.md §5).
+    Finds weight matrices and convolution kernels whose every value is 0.0, and normalization
+    layers whose every gain is 0.0 (they output their shift whatever the input), and follows the
+    layer's constant output through the graph to decide whether the zeros are fatal (no
+    gradient can ever reach the layer), recoverable or a well-known, intended pattern
+    (docs/science.md §5, §11): every BatchNorm gain of a ResNet at zero is an error, the last
+    one of each residual branch (`zero_init_residual`) is clean.
 
     ## Why is this bad?
     A zero layer outputs a constant. When that constant reaches a ReLU at a pre-activation
@@ -72,6 +75,9 @@ class ZeroWeights(Rule):
         claimed = set()
         for layer in graph.layers.values():
             weight = layer.weight
+            if layer.kind == g.NORM and graph.has_structure and weight is not None and weight.stats.all_zero:
+                yield from self._zero_norm_gain(graph, layer)
+                continue
             if weight is None or weight.ndim < 2 or not graph.has_structure:
                 continue  # without structure (a state dict) every zero matrix is judged below
             claimed.add(weight.name)
@@ -119,11 +125,24 @@ class ZeroWeights(Rule):
                 evidence={"count": tensor.size, "std": 0.0},
             )
 
+    def _zero_norm_gain(self, graph, layer):
+        # A normalization with gain 0 outputs its shift beta whatever the input: the same
+        # constant output as a zero layer with that bias, followed the same way downstream.
+        weight = layer.weight
+        outcome, why = zero_outcome(graph, layer)
+        if outcome == ALLOWED:
+            return  # the last norm of a residual branch (zero_init_residual), a zero head
+        severity = Severity.ERROR if outcome == FATAL else Severity.WARNING
+        prediction = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if outcome == FATAL else None
+        evidence = {"count": weight.size, "std": 0.0, "case": why}
+        yield self.finding(weight.name, f"all {weight.size:,} normalization gains are 0.0, so it outputs its shift whatever the input: {why}", severity, evidence=evidence, fix=_NORM_FIX, prediction=prediction)
+
     must_flag = ()  # filled below, after the builders
     must_not_flag = ()
 
 
 _STARTS_EMPTY = "this layer starts with no information flowing through it"
+_NORM_FIX = "leave normalization gains at 1 (nn.init.ones_); zero only the last one of each residual branch (torchvision's zero_init_residual=True)"
 
 
 def _fix(graph: g.ModelGraph, layer: g.Layer) -> str:
@@ -258,6 +277,41 @@ def zero_layers_around_handwritten_tanh_gelu():
     return model
 
 
+def _small_resnet(zero_gains: str):
+    """A stem and two residual blocks with BatchNorm; ``zero_gains``: "every" BatchNorm gain set
+    to 0 (the copy-paste bug), or the "last" one of each residual branch (zero_init_residual)."""
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self, channels: int):
+            super().__init__()
+            self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(channels)
+            self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(channels)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(x + self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+
+    stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    model = nn.Sequential(stem, Block(8), Block(8), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    for module in model.modules():
+        if isinstance(module, Block) and zero_gains == "last":
+            nn.init.zeros_(module.bn2.weight)
+        elif isinstance(module, nn.BatchNorm2d) and zero_gains == "every":
+            nn.init.constant_(module.weight, 0)
+    return model
+
+
+def every_batchnorm_gain_zero():
+    return _small_resnet("every")
+
+
+def last_batchnorm_gain_of_each_branch_zero():
+    return _small_resnet("last")
+
+
 _CONV_INPUT = (2, 3, 8, 8)
 ZeroWeights.must_flag = (
     Example(zero_linear_before_relu, flagged=("2.weight",), severity="error"),
@@ -265,6 +319,7 @@ ZeroWeights.must_flag = (
     Example(zero_conv_batchnorm_relu, flagged=("2.weight",), severity="error", input_shape=_CONV_INPUT),
     Example(lora_with_a_and_b_zero, flagged=("2.lora_A.weight",), severity="error", input_shape=(4, 16)),
     Example(lone_zero_layer_before_tanh, flagged=("2.weight",), severity="warning"),
+    Example(every_batchnorm_gain_zero, flagged=("0.1.weight", "1.bn1.weight"), severity="error", input_shape=_CONV_INPUT),
     Example(zero_layers_around_handwritten_tanh_gelu, flagged=("2.weight",), severity="warning"),
 )
 ZeroWeights.must_not_flag = (
@@ -273,4 +328,5 @@ ZeroWeights.must_not_flag = (
     Example(zero_classifier_head),
     Example(rezero_gate),
     Example(adaln_zero_gate),
+    Example(last_batchnorm_gain_of_each_branch_zero, input_shape=_CONV_INPUT),
 )

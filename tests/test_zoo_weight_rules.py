@@ -63,7 +63,7 @@ def _graph(model, form, tmp_path, example):
             save_model(model, str(path))
         else:
             raise ValueError(form)
-    return load(str(path), LoadOptions())
+    return load(str(path), LoadOptions(trust_pickle=form == "torchscript"))  # TorchScript runs its code on load: the opt-in
 
 
 def _tv(name, **kwargs):
