@@ -75,7 +75,8 @@ class ZeroWeights(Rule):
         claimed = set()
         for layer in graph.layers.values():
             weight = layer.weight
-            if layer.kind == g.NORM and graph.has_structure and weight is not None and weight.stats.all_zero:
+            # A trainable gain only: a frozen norm's buffers (DETR's FrozenBatchNorm2d) get no gradient anyway.
+            if layer.kind == g.NORM and graph.has_structure and weight is not None and weight.name in graph.tensors and weight.stats.all_zero:
                 yield from self._zero_norm_gain(graph, layer)
                 continue
             if weight is None or weight.ndim < 2 or not graph.has_structure:
@@ -99,7 +100,7 @@ class ZeroWeights(Rule):
                 else Prediction(Quantity.FROZEN_PARAMETERS, Claim.BELOW, 0.5, parameters=(weight.name,), predicted=0.0) if outcome.fate == Fate.LONE_ZERO_LAYER
                 else None
             )
-            message = _consequence(outcome, weight.size)
+            message = _consequence(outcome, f"all {weight.size:,} values are 0.0")
             yield self.finding(weight.name, message, severity, evidence={**evidence, "case": outcome.fate.value}, fix=_fix(graph, layer), prediction=prediction)
         for name, tensor in graph.tensors.items():
             if name in claimed or tensor.ndim < 2 or tensor.stats.count == 0 or not tensor.stats.all_zero:
@@ -129,29 +130,30 @@ class ZeroWeights(Rule):
         # A normalization with gain 0 outputs its shift beta whatever the input: the same
         # constant output as a zero layer with that bias, followed the same way downstream.
         weight = layer.weight
-        outcome, why = zero_outcome(graph, layer)
-        if outcome == ALLOWED:
+        outcome = zero_outcome(graph, layer)
+        if outcome.harm == Harm.ALLOWED:
             return  # the last norm of a residual branch (zero_init_residual), a zero head
-        severity = Severity.ERROR if outcome == FATAL else Severity.WARNING
-        prediction = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if outcome == FATAL else None
-        evidence = {"count": weight.size, "std": 0.0, "case": why}
-        yield self.finding(weight.name, f"all {weight.size:,} normalization gains are 0.0, so it outputs its shift whatever the input: {why}", severity, evidence=evidence, fix=_NORM_FIX, prediction=prediction)
+        fatal = outcome.harm == Harm.FATAL
+        severity = Severity.ERROR if fatal else Severity.WARNING
+        prediction = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if fatal else None
+        evidence = {"count": weight.size, "std": 0.0, "case": outcome.fate.value}
+        zeros = f"all {weight.size:,} normalization gains are 0.0, so it outputs its shift whatever the input"
+        yield self.finding(weight.name, _consequence(outcome, zeros), severity, evidence=evidence, fix=f"{init_call('ones_', weight.name)}: leave normalization gains at 1 and zero only the last one of each residual branch (torchvision's zero_init_residual=True)", prediction=prediction)
 
     must_flag = ()  # filled below, after the builders
     must_not_flag = ()
 
 
 _STARTS_EMPTY = "this layer starts with no information flowing through it"
-_NORM_FIX = "leave normalization gains at 1 (nn.init.ones_); zero only the last one of each residual branch (torchvision's zero_init_residual=True)"
 
 
 def _fix(graph: g.ModelGraph, layer: g.Layer) -> str:
     return f"{random_init_for(graph, layer)}; keep zero init only where the layer's output is added to a non-zero path (a residual branch end, LoRA B)"
 
 
-def _consequence(outcome: ConstantOutcome, count: int) -> str:
-    """What the zero layer's constant output does to training, in words, then the numbers."""
-    zeros = f"all {count:,} values are 0.0"
+def _consequence(outcome: ConstantOutcome, zeros: str) -> str:
+    """What the zero layer's constant output does to training, in words, then ``zeros`` (what is
+    zero, with the count)."""
     fate = outcome.fate
     if fate == Fate.BLOCKED_BY_ACTIVATION:
         where = "0" if outcome.zero_constant else "<= 0"
