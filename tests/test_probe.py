@@ -124,9 +124,11 @@ def test_zero_layer_before_relu_is_confirmed_through_the_cli(tmp_path):
     il101 = [f for f in data["findings"] if f["code"] == "IL101"]
     assert il101 and il101[0]["probe"]["verdict"] == "confirmed"
     assert "2.weight" in data["probe"]["frozen_parameters"]
-    # --probe auto runs the probe-stage rules too: the zero layer and what it starves stay frozen.
-    il404 = {f["location"] for f in data["findings"] if f["code"] == "IL404"}
-    assert "2.weight" in il404 and all(f["probe"]["verdict"] == "confirmed" for f in data["findings"] if f["code"] == "IL404")
+    # --probe auto runs the probe-stage rules too: the zero layer and what it starves stay frozen,
+    # listed under the IL101 that explains them rather than reported once per parameter.
+    assert not [f for f in data["findings"] if f["code"] in ("IL403", "IL404")]
+    folded = {c["location"] for c in il101[0]["evidence"]["probe_consequences"] if c["code"] == "IL404"}
+    assert {"0.weight", "2.weight"} <= folded
 
 
 def test_auto_probes_a_small_healthy_model_and_never_does_not(tmp_path):
@@ -335,3 +337,25 @@ def test_plot_option_writes_the_file_and_implies_the_probe(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = CliRunner().invoke(main, [f"{tmp_path / 'pmodel.py'}:build", "--plot", str(tmp_path / "signal.pdf")])
     assert bad.exit_code == 2 and ".png or .svg" in bad.output
+
+
+def test_probe_findings_stay_their_own_unless_a_confirmed_fatal_finding_explains_them():
+    from initlint.engine import Finding, Severity
+    from initlint.prediction import Claim, Prediction, Quantity
+    from initlint.runner import _fold_consequences
+
+    def frozen(location):
+        return Finding("IL404", "frozen-parameters", Severity.ERROR, location, "never trains")
+
+    def root(verdict, severity=Severity.ERROR):
+        claim = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=("2.weight",))
+        return Finding("IL101", "zero-weights", severity, "2.weight", "zero", prediction=claim, probe={"verdict": verdict})
+
+    measured = [frozen("0.weight"), frozen("2.weight")]
+    # Refuted, or only a warning: no root cause the probe agreed with, so nothing is folded.
+    assert _fold_consequences([root("refuted")], measured) == measured
+    assert _fold_consequences([root("confirmed", Severity.WARNING)], measured) == measured
+    cause = root("confirmed")
+    assert _fold_consequences([cause], measured) == []
+    assert [c["location"] for c in cause.evidence["probe_consequences"]] == ["0.weight", "2.weight"]
+    assert "2 parameters never get a gradient (0.weight, 2.weight)" in cause.message
