@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from initlint.engine import Severity  # noqa: E402
-from initlint.loaders.torch_loader import graph_from_module  # noqa: E402
+from initlint.loaders.torch import graph_from_module  # noqa: E402
 from initlint.options import LintOptions  # noqa: E402
 from initlint.runner import TargetResult, lint_graph  # noqa: E402
 from initlint.testing import all_examples, example_input  # noqa: E402
@@ -33,6 +33,7 @@ from initlint.testing import all_examples, example_input  # noqa: E402
 
 def lint_module(model, name: str, example) -> TargetResult:
     graph = graph_from_module(model, name, example_input=example)
+    graph.metadata.setdefault("example_input", example)  # as a spec returning (model, example) gives the probe
     result = TargetResult(target=name, format="torch", graph=graph)
     lint_graph(graph, LintOptions(), result)
     return result

@@ -94,7 +94,7 @@ def main():
 @click.option("--train-steps", type=click.IntRange(min=0), default=0, show_default=True, help="Plain-SGD steps the probe runs on its batch to see whether the loss moves.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw the probe's per-layer forward and backward signal to FILE (.png or .svg).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where the probe runs the model.")
-@click.option("--trust-code", "--trust-pickle", "trust_pickle", is_flag=True, help="Allow loading that can run code the file carries: unpickling .pt/.pth files, pickled parts of .pt2 archives, Keras' unsafe mode (Lambda layers). Only for files you trust. --trust-pickle is the old name.")
+@click.option("--trust-code", "--trust-pickle", "trust_pickle", is_flag=True, help="Allow loading that can run code the file carries: unpickling .pt/.pth files, TorchScript archives (their scripted code runs on load), pickled parts of .pt2 archives, running a .pt2 program for the probe, Keras' unsafe mode (Lambda layers). Only for files you trust. --trust-pickle is the old name.")
 @click.option("--extend-select", multiple=True, help="Rule codes or prefixes to run in addition to --select.")
 @click.option("--allow-empty", is_flag=True, help="Accept a model in which no weighted layer was read, or whose structure is only a module-order guess (otherwise: could not check, exit 2).")
 @click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False, writable=True), help="Write the report to this file instead of stdout.")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -262,7 +262,7 @@ class ModelGraph:
             self.tensors.setdefault(tensor.name, tensor)
         if layer.weight is not None and layer.weight.ndim >= 2 and layer.unit_axis % layer.weight.ndim:
             layer.weight.unit_axes.add(layer.unit_axis % layer.weight.ndim)
-        for cached in ("_consumers", "depth"):
+        for cached in ("_consumers", "depth", "labels"):
             self.__dict__.pop(cached, None)
         return layer
 
@@ -337,3 +337,25 @@ class ModelGraph:
     @property
     def max_depth(self) -> int:
         return max(self.depth.values(), default=0)
+
+    @functools.cached_property
+    def labels(self) -> dict[str, str]:
+        """Per layer: its name as the user knows it, the module its weight belongs to (``fc1``
+        for ``fc1.weight``, ``dense`` for ``dense/kernel``), so that notes and probe rows name a
+        layer as findings name its parameters. A layer without such a weight, or whose module
+        would name two layers (tied weights), keeps its graph name (``/fc1/Relu``)."""
+        modules = {}
+        for layer in self.layers.values():
+            weight = layer.weight
+            separator = max(weight.name.rfind("."), weight.name.rfind("/")) if weight is not None else -1
+            if separator > 0:
+                modules[layer.name] = weight.name[:separator]
+        taken = Counter(modules.values())
+        return {
+            name: modules[name] if name in modules and taken[modules[name]] == 1 and self.layers.get(modules[name], self.layers[name]) is self.layers[name] else name
+            for name in self.layers
+        }
+
+    def label(self, name: str) -> str:
+        """The user-facing name of the layer called ``name`` in the graph (see :attr:`labels`)."""
+        return self.labels.get(name, name)

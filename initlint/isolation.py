@@ -2,30 +2,38 @@
 
 The dynamic probe runs a model: a hostile or merely huge one can loop for hours or allocate
 until the machine swaps. In a child process both are bounded for real: past the deadline the
-child is killed (a timeout inside the same process can only be checked between operations,
-never inside one), and its memory is capped twice, by an address-space limit set in the child
-(``RLIMIT_AS``: an allocation past it fails at once with MemoryError) and by the parent, which
-watches the child's resident memory and kills it past the cap. A result that arrives is kept;
-one that does not becomes an :class:`Outcome` with the reason.
+child (and anything it started) is killed -- a timeout inside the same process can only be
+checked between operations, never inside one -- and its memory is capped twice, by an
+address-space limit set in the child (``RLIMIT_AS``: an allocation past it fails at once with
+MemoryError) and by the parent, which watches the child's resident memory and kills it past the
+cap. A result that arrives is kept; one that does not becomes an :class:`Outcome` with the reason.
 
-The child is a fresh interpreter (``spawn``): forking a process that has loaded torch can
-deadlock, and nothing of the parent's state leaks in. The function and its arguments must
-therefore be picklable (a module-level function).
+The child is a fresh interpreter started as ``python -c`` (not multiprocessing's ``spawn``, which
+re-runs the caller's main script in the child: an API user's script without a ``__main__``
+guard would lint itself again). Forking a process that has loaded torch can deadlock, and
+nothing of the parent's state leaks in. The function and its arguments must therefore be
+picklable (a module-level function); the child gets the parent's ``sys.path``.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import pickle
 import resource
+import signal
+import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from typing import Any, Callable
 
 GIB = 1 << 30
 # How often the parent looks at the child's resident memory.
 WATCH_INTERVAL_S = 0.05
+# The child's side of the result pipe, while a function runs there (see report_started).
+_CHANNEL: Connection | None = None
 
 
 @dataclass
@@ -38,6 +46,8 @@ class Outcome:
     reason: str | None = None
     kind: str | None = None
     elapsed_s: float = 0.0
+    # Seconds from the start to the function's report_started() call (None: it did not call it).
+    startup_s: float | None = None
 
 
 def available_memory() -> int | None:
@@ -61,6 +71,13 @@ def memory_cap(model_bytes: int, floor: int = 2 * GIB, factor: int = 8) -> int:
     return min(wanted, int(free * 0.75)) if free else wanted
 
 
+def report_started() -> None:
+    """Called by a function running in the child once its setup is done: from here on the
+    parent counts ``timeout_s`` (before, ``startup_timeout_s``). Does nothing elsewhere."""
+    if _CHANNEL is not None:
+        _CHANNEL.send(("started", None))
+
+
 def _resident_bytes(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/statm") as statm:
@@ -77,20 +94,27 @@ def _mapped_bytes() -> int:
         return 0
 
 
-def _child(connection, function, args, kwargs, memory_bytes, preload) -> None:
-    """In the child: import ``preload`` (so its mappings are not charged to the function),
-    cap the address space, run, and send back ("ok", value) or ("memory"|"error", message)."""
+def _child_main() -> None:
+    """The child's entry point: read the job from stdin, import ``preload`` (so its mappings are
+    not charged to the function), cap the address space, run, and send back ("ok", value) or
+    ("memory"|"error", message) on the inherited descriptor."""
+    global _CHANNEL
+    job = pickle.load(sys.stdin.buffer)
+    sys.stdin.close()
+    _CHANNEL = channel = Connection(job["fd"], readable=False)
+    sys.path[:] = job["path"]
     try:
-        for module in preload:
+        for module in job["preload"]:
             __import__(module)
-        if memory_bytes:
+        if job["memory_bytes"] and job["limit_address_space"]:
             # Address space is not resident memory: libraries map far more than they touch, so
             # the cap is what is mapped now plus the budget.
-            limit = _mapped_bytes() + memory_bytes
+            limit = _mapped_bytes() + job["memory_bytes"]
             _, hard = resource.getrlimit(resource.RLIMIT_AS)
             if hard != resource.RLIM_INFINITY:
                 limit = min(limit, hard)
             resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+        function, args, kwargs = pickle.loads(job["call"])
         value = function(*args, **kwargs)
         message = ("ok", value)
     except MemoryError as exc:
@@ -100,13 +124,13 @@ def _child(connection, function, args, kwargs, memory_bytes, preload) -> None:
         where = f" (at {os.path.basename(last[0].filename)}:{last[0].lineno})" if last else ""
         message = ("error", f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}{where}")
     try:
-        connection.send(message)
+        channel.send(message)
     except MemoryError:
-        connection.send(("memory", "MemoryError while sending the result"))
+        channel.send(("memory", "MemoryError while sending the result"))
     except Exception as exc:  # an unpicklable result
-        connection.send(("error", f"the result could not be sent back ({type(exc).__name__}: {exc})"))
+        channel.send(("error", f"the result could not be sent back ({type(exc).__name__}: {exc})"))
     finally:
-        connection.close()
+        channel.close()
 
 
 def run_isolated(
@@ -115,59 +139,108 @@ def run_isolated(
     timeout_s: float,
     memory_bytes: int | None = None,
     preload: tuple[str, ...] = (),
+    startup_timeout_s: float | None = None,
+    limit_address_space: bool = True,
     **kwargs: Any,
 ) -> Outcome:
     """``function(*args, **kwargs)`` in a child process, ended after ``timeout_s`` seconds of wall
-    time (the child's start included) or once it holds more than ``memory_bytes``."""
+    time or once it holds more than ``memory_bytes`` resident.
+
+    Without ``startup_timeout_s`` the child's start counts against ``timeout_s``. With it, the
+    start (interpreter, ``preload``, and the function's own setup up to its
+    :func:`report_started` call) has ``startup_timeout_s`` and ``timeout_s`` counts from there.
+    ``limit_address_space=False`` keeps only the resident-memory watch (GPU drivers reserve
+    far more address space than they use)."""
     start = time.monotonic()
-    deadline = start + timeout_s
-    context = multiprocessing.get_context("spawn")
-    receiver, sender = context.Pipe(duplex=False)
-    process = context.Process(target=_child, args=(sender, function, args, kwargs, memory_bytes, preload), daemon=True)
-    process.start()
-    sender.close()  # the child holds the only writer: EOF once it is gone
+    deadline = start + (startup_timeout_s if startup_timeout_s is not None else timeout_s)
+    call = pickle.dumps((function, args, kwargs))  # fails here, in the caller, when not picklable
+    read_fd, write_fd = os.pipe()
+    job = {"fd": write_fd, "path": list(sys.path), "preload": tuple(preload), "memory_bytes": memory_bytes,
+           "limit_address_space": limit_address_space, "call": call}
+    try:
+        # A session of its own: the deadline ends whatever the model started, too.
+        process = subprocess.Popen(
+            [sys.executable, "-c", "from initlint.isolation import _child_main; _child_main()"],
+            stdin=subprocess.PIPE, pass_fds=(write_fd,), start_new_session=True,
+        )
+    finally:
+        os.close(write_fd)  # the child holds the only writer: EOF once it is gone
+    receiver = Connection(read_fd, writable=False)
     message = None
     over_memory = None
+    startup_s = None
+    timed_out = False
     try:
+        try:
+            process.stdin.write(pickle.dumps(job))
+            process.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass  # the child died at once: reported below
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                timed_out = True
                 break
             if receiver.poll(min(WATCH_INTERVAL_S, remaining)):
                 try:
                     message = receiver.recv()
                 except (EOFError, OSError):  # the child died before sending
                     message = None
+                    break
+                if message[0] == "started":
+                    startup_s = time.monotonic() - start
+                    if startup_timeout_s is not None:
+                        deadline = time.monotonic() + timeout_s
+                    message = None
+                    continue
                 break
             if memory_bytes:
                 resident = _resident_bytes(process.pid)
                 if resident is not None and resident > memory_bytes:
                     over_memory = resident
                     break
-            if not process.is_alive() and not receiver.poll(0):
+            if process.poll() is not None and not receiver.poll(0):
                 break
     finally:
         elapsed = time.monotonic() - start
-        if process.is_alive():
-            process.join(0.2 if message is not None else 0)
-        if process.is_alive():
-            process.kill()
-            process.join(5)
+        if process.poll() is None:
+            try:
+                process.wait(0.2 if message is not None else 0.001)
+            except subprocess.TimeoutExpired:
+                pass
+        if process.poll() is None:
+            _kill_session(process)
         receiver.close()
     if message is not None:
         kind, payload = message
         if kind == "ok":
-            return Outcome(True, payload, elapsed_s=elapsed)
+            return Outcome(True, payload, elapsed_s=elapsed, startup_s=startup_s)
         if kind == "memory":
-            return Outcome(False, reason=f"ran out of its {_size(memory_bytes)} memory budget ({payload})", kind="memory", elapsed_s=elapsed)
-        return Outcome(False, reason=payload, kind="error", elapsed_s=elapsed)
+            return Outcome(False, reason=f"ran out of its {_size(memory_bytes)} memory budget ({payload})", kind="memory", elapsed_s=elapsed, startup_s=startup_s)
+        return Outcome(False, reason=payload, kind="error", elapsed_s=elapsed, startup_s=startup_s)
     if over_memory is not None:
-        return Outcome(False, reason=f"stopped at {_size(over_memory)} resident, over its {_size(memory_bytes)} memory budget", kind="memory", elapsed_s=elapsed)
-    if elapsed >= timeout_s:
-        return Outcome(False, reason=f"stopped after {timeout_s:g} s (the time limit)", kind="timeout", elapsed_s=elapsed)
-    code = process.exitcode
+        return Outcome(False, reason=f"stopped at {_size(over_memory)} resident, over its {_size(memory_bytes)} memory budget", kind="memory", elapsed_s=elapsed, startup_s=startup_s)
+    if timed_out:
+        if startup_timeout_s is not None and startup_s is None:
+            reason = f"stopped after {startup_timeout_s:g} s before it started (the start-up time limit)"
+        else:
+            reason = f"stopped after {timeout_s:g} s (the time limit)"
+        return Outcome(False, reason=reason, kind="timeout", elapsed_s=elapsed, startup_s=startup_s)
+    code = process.returncode
     how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
-    return Outcome(False, reason=f"the process running it died ({how})", kind="died", elapsed_s=elapsed)
+    return Outcome(False, reason=f"the process running it died ({how})", kind="died", elapsed_s=elapsed, startup_s=startup_s)
+
+
+def _kill_session(process: subprocess.Popen) -> None:
+    """Kill the child and every process it started (its own session), then reap the child."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        process.kill()
+    try:
+        process.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
 
 
 def _size(count: int | None) -> str:

@@ -82,6 +82,7 @@ class ProbeMeasurement:
     measured_parameters: list[str] = field(default_factory=list)
     zero_gradient_parameters: list[str] = field(default_factory=list)
     frozen_parameters: list[str] = field(default_factory=list)
+    frozen_checked: bool = True  # False when the frozen-parameter check ran out of time
     train: dict | None = None
     # Set when only the forward pass ran (onnxruntime): why, the reason the backward quantities
     # (gradients, frozen parameters) are unmeasured.

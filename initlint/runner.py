@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import time
+import dataclasses
 from dataclasses import dataclass, field
 
 from .config import location_matches, path_matches
@@ -18,6 +19,7 @@ from .measurement import ProbeMeasurement
 from .options import LintOptions
 from .probe import ProbeOptions, run_probe
 from .probe.budget import auto_budget_refusal
+from .probe.isolated import in_process, run_probe_isolated
 from .verdict import judge
 
 __all__ = ["LintOptions", "TargetResult", "lint_graph", "lint_target", "selected_rules", "unchecked_reason"]
@@ -84,7 +86,10 @@ def _layer_ignored(finding: Finding, options: LintOptions) -> bool:
     )
 
 
-def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) -> None:
+def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult, source: str | None = None) -> None:
+    """Rules, probe and verdicts on ``graph``. ``source``: the file or spec it was read from, so
+    the probe can read it again in a child process with hard limits (initlint.probe.isolated);
+    a live module with no source is probed in this process."""
     rules = selected_rules(options, result.target)
     ctx = RuleContext(graph)
     run = run_rules(ctx, rules, options.rule_settings)
@@ -100,7 +105,7 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     if graph.has_structure:
         try:
             propagated = ctx.signal  # computed once per graph, shared with the IL3xx rules
-            result.signal = propagated.to_json()
+            result.signal = _named_for_people(propagated.to_json(), graph)
             result.notes.extend(propagated.notes)
         except Exception as exc:  # the findings stand without it
             result.notes.append(f"signal propagation failed and was skipped: {type(exc).__name__}: {exc}")
@@ -111,8 +116,9 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     for module, error in registry().broken.items():
         result.notes.append(f"rule module {module} could not be loaded: {error}")
     probe_rules = [rule for rule in rules if rule.stage == "probe"]
-    measurement, why_not = _probe_stage(graph, options, result)
+    measurement, why_not = _probe_stage(graph, options, result, source)
     confirm_findings(result.findings, measurement, why_not)
+    _name_predictions_for_people(result.findings, graph)
     if measurement is None or not measurement.ok:
         for rule in probe_rules:
             result.rules.setdefault(rule.code, f"skipped: {why_not or 'the probe did not run'}")
@@ -129,6 +135,25 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult) ->
     _plot(graph, options, result)
 
 
+def _named_for_people(rows: list[dict], graph: ModelGraph) -> list[dict]:
+    """Rows (probe, signal) name each layer as findings do: ``fc1``, not ``/fc1/Gemm``."""
+    for row in rows:
+        row["layer"] = graph.label(row["layer"])
+    return rows
+
+
+def _name_predictions_for_people(findings: list[Finding], graph: ModelGraph) -> None:
+    """Once judged, a prediction names its layers as the probe rows do (the plot matches the two)."""
+    for finding in findings:
+        prediction = finding.prediction
+        if prediction is not None and (prediction.from_layer or prediction.to_layer):
+            finding.prediction = dataclasses.replace(
+                prediction,
+                from_layer=prediction.from_layer and graph.label(prediction.from_layer),
+                to_layer=prediction.to_layer and graph.label(prediction.to_layer),
+            )
+
+
 def _in_the_model_vocabulary(graph: ModelGraph, findings: list[Finding]) -> None:
     """Fix hints name PyTorch's init calls; a Keras model's user sets kernel_initializer=..."""
     if graph.metadata.get("framework") == "keras":
@@ -138,7 +163,7 @@ def _in_the_model_vocabulary(graph: ModelGraph, findings: list[Finding]) -> None
             finding.fix = keras_fix(finding.fix)
 
 
-def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult) -> tuple[ProbeMeasurement | None, str | None]:
+def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult, source: str | None = None) -> tuple[ProbeMeasurement | None, str | None]:
     """Run the probe when the mode and the auto budget allow: (measurement, why it did not run)."""
     if options.probe == "never":
         return None, "the probe was not run (--probe never)"
@@ -151,8 +176,15 @@ def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult) 
             return None, refusal
     predictions = [f.prediction for f in result.findings if f.prediction is not None]
     probe_options: ProbeOptions = options.probe_options or ProbeOptions()
-    measurement = run_probe(graph, options.load.input_shapes, options.load.input_dtype, probe_options, predictions)
+    if source is not None and not in_process():
+        measurement = run_probe_isolated(source, options.load, graph, options.load.input_shapes, options.load.input_dtype, probe_options, predictions)
+    else:
+        measurement = run_probe(graph, options.load.input_shapes, options.load.input_dtype, probe_options, predictions)
     result.probe = measurement.to_json()
+    _named_for_people(result.probe.get("layers") or [], graph)
+    for key in ("first_layer", "last_layer", "gradient_first_layer", "gradient_last_layer"):
+        if result.probe.get(key):
+            result.probe[key] = graph.label(result.probe[key])
     result.notes.extend(measurement.notes)
     if not measurement.ok:
         result.notes.append(f"the dynamic probe did not run to the end: {measurement.reason}")
@@ -234,7 +266,7 @@ def lint_target(target: str, options: LintOptions) -> TargetResult:
         graph = load(target, options.load)
         result.format = graph.format
         result.graph = graph
-        lint_graph(graph, options, result)
+        lint_graph(graph, options, result, source=target)
         unchecked = unchecked_reason(graph)
         if unchecked and not options.allow_empty:
             result.error = f"{target}: could not check: {unchecked} (--allow-empty accepts a model that was not checked)"

@@ -31,6 +31,8 @@ def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[li
     if probe.forward_only and q in BACKWARD:
         return [], probe.forward_only
     if q is Quantity.FROZEN_PARAMETERS:
+        if not probe.frozen_checked:
+            return [], "the frozen-parameter check did not finish within the probe's time budget (--probe-timeout)"
         seen = [p for p in prediction.parameters if p in probe.measured_parameters]
         if not seen:
             return [], "the probe's passes did not reach these parameters (no gradient at all)"
@@ -85,7 +87,8 @@ def judge(prediction: Prediction, probe: ProbeMeasurement) -> dict:
         text += f" (predicted {prediction.predicted:.3g})"
     if len(values) > 1:
         text += f", median of {len(values)} seeds"
-    out = {"measured": value, "seeds": len(values), "reason": text}
+    # JSON has no infinity: an overflowing ratio is reported in the reason only.
+    out = {"measured": value if math.isfinite(value) else None, "seeds": len(values), "reason": text}
     if crossing == len(values):
         return {"verdict": "confirmed", **out}
     if crossing == 0:

@@ -19,3 +19,8 @@ if settings is not None:
     settings.register_profile("initlint", derandomize=True, database=None, deadline=None)
     settings.register_profile("random", derandomize=False, database=None, deadline=None)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "initlint"))
+
+# The probe runs in a child process with hard limits by default (initlint.probe.isolated); each
+# child imports torch again, seconds per probe. The suite probes hundreds of models, so it runs
+# them in-process; tests/test_probe_isolation.py runs the default path.
+os.environ.setdefault("INITLINT_PROBE_INPROCESS", "1")

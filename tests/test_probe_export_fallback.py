@@ -6,6 +6,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from initlint.loaders import LoadOptions  # noqa: E402
 from initlint.runner import LintOptions, lint_target  # noqa: E402
 
 MODELS = '''
@@ -50,7 +51,11 @@ def test_probe_runs_a_pt2_archive_on_the_shapes_it_was_exported_with(tmp_path):
 
     model = models.broken_mlp()
     torch.export.save(torch.export.export(model, (model.example_input,)), str(tmp_path / "broken.pt2"))
-    result = lint_target(str(tmp_path / "broken.pt2"), LintOptions(probe="auto"))
+    path = str(tmp_path / "broken.pt2")
+    untrusted = lint_target(path, LintOptions(probe="auto"))  # running the program runs its guard code: the opt-in
+    assert untrusted.error is None and untrusted.probe["status"] == "unavailable"
+    assert "only with --trust-code" in untrusted.probe["reason"]
+    result = lint_target(path, LintOptions(probe="auto", load=LoadOptions(trust_pickle=True)))
     assert result.error is None and result.probe is not None and result.probe["status"] == "ok", result.notes
     zero = next(f for f in result.findings if f.code == "IL101")
     assert zero.location == "2.weight" and zero.probe["verdict"] == "confirmed"

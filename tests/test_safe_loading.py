@@ -141,6 +141,43 @@ def test_torchscript_load_does_not_run_a_pickle_payload(tmp_path):
     assert not marker.exists()
 
 
+class _WritesFiles(torch.nn.Module):
+    """Its scripted __setstate__, which torch.jit.load runs, fills the first 8 bytes of
+    ``victim`` and creates ``marker`` (torch.from_file with shared=True writes through)."""
+
+    def __init__(self, victim: str, marker: str):
+        super().__init__()
+        self.victim, self.marker = victim, marker
+        self.touched = torch.zeros(1)
+
+    @torch.jit.export
+    def __getstate__(self) -> tuple[str, str, bool]:
+        return (self.victim, self.marker, self.training)
+
+    @torch.jit.export
+    def __setstate__(self, state: tuple[str, str, bool]) -> None:
+        self.victim, self.marker, self.training = state[0], state[1], state[2]
+        # Kept in an attribute: TorchScript drops a call whose result nothing uses.
+        self.touched = torch.from_file(self.victim, shared=True, size=8, dtype=torch.uint8).fill_(88)
+        self.touched = torch.from_file(self.marker, shared=True, size=8, dtype=torch.uint8).fill_(77)
+
+    def forward(self, x):
+        return x
+
+
+def test_torchscript_code_runs_only_with_trust_code(tmp_path):
+    victim, marker, path = tmp_path / "victim.txt", tmp_path / "marker", tmp_path / "writes_files.pt"
+    torch.jit.script(torch.nn.Sequential(torch.nn.Linear(2, 2), _WritesFiles(str(victim), str(marker)))).save(str(path))
+    marker.unlink(missing_ok=True)  # saving does not run __setstate__; be sure anyway
+    victim.write_text("original text\n")
+    _assert_one_line_error(_lint(path), path, "refused", "TorchScript", "runs the code it carries", "--trust-code")
+    assert not marker.exists(), "the archive's code ran without --trust-code"
+    assert victim.read_text() == "original text\n"
+    trusted = _lint(path, "--trust-code")
+    assert trusted.exit_code == 0, trusted.output
+    assert marker.exists() and victim.read_bytes().startswith(b"X" * 8), "with --trust-code the code runs (the test payload is real)"
+
+
 def test_clean_pt2_loads_with_the_pickle_checks(tmp_path, pt2_bytes):
     path = tmp_path / "clean.pt2"
     path.write_bytes(pt2_bytes)

@@ -158,7 +158,7 @@ def test_pt2_findings_equal_spec_findings(forms):
 
 @pytest.mark.parametrize("form", ["torchscript", "torchscript_traced"])
 def test_torchscript_graph_and_findings_equal_the_spec(forms, form):
-    result = _il1(forms["paths"][form])
+    result = _il1(forms["paths"][form], trust_pickle=True)  # loading TorchScript runs its code: the opt-in
     assert result.graph.format == "torchscript"
     assert _layer_summary(result.graph) == _layer_summary(graph_from_module(forms["model"], "live"))
     assert _findings(result) == _findings(_il1(forms["paths"]["spec"]))
@@ -171,9 +171,9 @@ def test_torchscript_falls_back_to_module_order(forms, monkeypatch):
         raise ValueError("unexpected node")
 
     monkeypatch.setattr(torchscript, "_graph_from_torchscript", unreadable)
-    guessed = lint_target(forms["paths"]["torchscript"], LintOptions(select=["IL1"], probe="never"))
+    guessed = lint_target(forms["paths"]["torchscript"], LintOptions(select=["IL1"], probe="never", load=LoadOptions(trust_pickle=True)))
     assert "could not check" in guessed.error and "module order" in guessed.error  # never passed silently
-    result = lint_target(forms["paths"]["torchscript"], LintOptions(select=["IL1"], probe="never", allow_empty=True))
+    result = lint_target(forms["paths"]["torchscript"], LintOptions(select=["IL1"], probe="never", allow_empty=True, load=LoadOptions(trust_pickle=True)))
     assert any("registered" in note and "unexpected node" in note for note in result.notes), result.notes
     assert _findings(result, with_severity=False) == _findings(_il1(forms["paths"]["spec"]), with_severity=False)
     fc1 = result.graph.layers["fc1"]
@@ -456,7 +456,7 @@ def test_torchscript_branch_on_data_falls_back_to_module_order(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.jit.script(_DataDependentBranch()).save(str(path))
-    graph = load(str(path))
+    graph = load(str(path), LoadOptions(trust_pickle=True))
     assert [layer.name for layer in graph.layers.values()] == ["fc1", "fc2", "output"]
     assert any("control flow hides" in note and "fc2.weight" in note for note in graph.notes), graph.notes
 

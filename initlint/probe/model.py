@@ -77,6 +77,8 @@ def prepare(graph: ModelGraph, input_shapes: dict[str, tuple[int, ...]], input_d
         runnable = from_keras(graph, input_shapes, input_dtype)
     elif graph.metadata.get("module") is not None:
         runnable = _from_torch(graph, input_shapes, input_dtype)
+    elif graph.metadata.get("probe_unavailable"):
+        raise ProbeUnavailable(graph.metadata["probe_unavailable"])
     else:
         raise ProbeUnavailable(f"the probe cannot run a {graph.format} model (it needs a module:callable spec or an ONNX file)")
     runnable.module.to(device)

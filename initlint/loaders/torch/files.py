@@ -10,7 +10,7 @@ from ...graph import ModelGraph
 from ..archive import check_zip, is_zip, strip_root
 from .export_graph import graph_from_exported
 from .module_graph import graph_from_module
-from .pickle_refusal import PICKLE_HINT, _refuse_pt2_code, _unsupported_global
+from .pickle_refusal import PICKLE_HINT, TORCHSCRIPT_HINT, _refuse_pt2_code, _unsupported_global
 from .quiet import _quiet_torch, _short
 from .state_dict import _graph_from_state_dict
 from .torchscript import _load_torchscript
@@ -32,6 +32,10 @@ def load_pt2(target: str, options) -> ModelGraph:
     except Exception as exc:
         raise InitlintError(target, f"not a loadable torch.export archive ({type(exc).__name__}: {_short(exc)})") from None
     graph = graph_from_exported(program, target, "pt2")
+    if not trusted:
+        # Running the program runs the archive's guard code: the probe does it only on request.
+        graph.metadata["probe_unavailable"] = "the probe runs a .pt2 program only with --trust-code (running it runs the archive's guard code)"
+        return graph
     try:
         graph.metadata["module"] = program.module()  # runnable: the probe runs a copy
     except Exception as exc:
@@ -82,6 +86,8 @@ def load_torch_file(target: str, options) -> ModelGraph:
     if is_zip(target):
         names = strip_root(check_zip(target))
         if any(n.startswith("code/") for n in names) or "constants.pkl" in names:
+            if not getattr(options, "trust_pickle", False):
+                raise InitlintError(target, "refused: a TorchScript archive; loading it runs the code it carries (its scripted methods, e.g. __setstate__)", TORCHSCRIPT_HINT)
             return _load_torchscript(torch, target)
     return _load_torch_save(torch, target, options)
 

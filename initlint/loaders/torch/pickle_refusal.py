@@ -6,6 +6,10 @@ from ...errors import InitlintError
 from ..archive import strip_root
 
 
+TORCHSCRIPT_HINT = (
+    "pass --trust-code only if you trust where the file came from; "
+    "or lint the model's spec (module:callable), a state dict / .safetensors, or a torch.export .pt2 instead"
+)
 PICKLE_HINT = (
     "pass --trust-code (or its old name --trust-pickle) only if you trust where the file came from: unpickling runs arbitrary code from it; "
     "or save a state dict / .safetensors / torch.export .pt2 instead"
