@@ -24,7 +24,7 @@ EXPLODING_VARIANCE = 70.0**2
 LAYER_FIELDS = (
     "units", "mean", "std", "second_moment", "weight_second_moment", "input_variance",
     "grad_norm", "grad_rms", "grad_out_norm", "weight_grad_norm", "grad_to_weight",
-    "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction", "forward_ratio", "backward_ratio",
+    "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction", "common_component", "forward_ratio", "backward_ratio",
 )
 
 
@@ -52,6 +52,8 @@ class LayerMeasurement:
     saturated_fraction: float | None = None
     duplicate_fraction: float | None = None  # measured only where a finding predicts it
     non_finite_fraction: float | None = None  # likewise
+    # The share of the output, less its bias, common to all units (Quantity.COMMON_COMPONENT).
+    common_component: float | None = None
     forward_ratio: float | None = None  # weight_second_moment over the first layer's (table, plot)
     backward_ratio: float | None = None  # grad_norm over the last layer's (table, plot)
 

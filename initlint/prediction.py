@@ -28,6 +28,10 @@ probe measures):
 - ``INITIAL_LOSS_OVER_CHANCE``: the cross-entropy at init over log(classes), the loss of a
   uniform guess.
 - ``LOGIT_STD``: the standard deviation of the model's output at init.
+- ``COMMON_COMPONENT``: the share of ``to_layer``'s output, less its bias, that all its units
+  have in common: the second moment of the mean over units over the mean of the units' second
+  moments (``E[(mean_u z)²] / mean_u E[z²]``, over the batch and positions). About 1/units for
+  independent zero-mean units; near 1 when every unit carries the same offset or moves together.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Quantity(enum.Enum):
     NON_FINITE_FRACTION = "non_finite_fraction"
     INITIAL_LOSS_OVER_CHANCE = "initial_loss_over_chance"
     LOGIT_STD = "logit_std"
+    COMMON_COMPONENT = "common_component"
 
     @property
     def is_ratio(self) -> bool:
@@ -59,11 +64,11 @@ class Quantity(enum.Enum):
 
     @property
     def is_fraction(self) -> bool:
-        return self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.FROZEN_PARAMETERS, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION)
+        return self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.FROZEN_PARAMETERS, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION, Quantity.COMMON_COMPONENT)
 
     @property
     def needs_layer(self) -> bool:
-        return self.is_ratio or self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION)
+        return self.is_ratio or self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION, Quantity.COMMON_COMPONENT)
 
     @property
     def text(self) -> str:

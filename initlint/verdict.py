@@ -62,6 +62,8 @@ def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[li
         values = rows[prediction.to_layer].get("duplicate_fraction", [])
     elif q is Quantity.NON_FINITE_FRACTION:
         values = rows[prediction.to_layer].get("non_finite_fraction", [])
+    elif q is Quantity.COMMON_COMPONENT:
+        values = rows[prediction.to_layer].get("common_component", [])
     else:  # DEAD_FRACTION
         values = rows[prediction.to_layer].get("dead_fraction", [])
     values = [v for v in values if v is not None and not math.isnan(v)]

@@ -7,6 +7,7 @@ import math
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fixes import random_init_for
+from initlint.prediction import Claim, Prediction, Quantity
 
 
 class NonzeroMeanWeights(Rule):
@@ -23,6 +24,17 @@ class NonzeroMeanWeights(Rule):
     the same shared component fan_in * mean * E[h] on top of its random part, so the units of
     a layer compute nearly the same thing and the variance grows with fan_in layer after
     layer. The classic cause is `nn.init.uniform_(w)`, which is U(0, 1), not U(-a, a).
+
+    What the probe measures: with W = mean + std·e, a unit's pre-activation is
+    mean·Σ_j x_j, the same for every unit, plus std·Σ_j e_ij·x_j, its own. For inputs of
+    mean m, second moment q and uncorrelated across units, the shared part's second moment
+    is R = coherent²·(m² + (q - m²)/fan_in)/q times the unit's own, so the share of the
+    output (less its bias) common to all units (`common_component`) is
+    (R + 1/units) / (R + 1), m and q from the signal model (docs/science.md §1). A finding
+    claims that share above what the coherent bound it crossed (`coherent_warning` for a
+    warning, `coherent_error` for an error) gives in place of the coherent ratio. Where the
+    input is centered across its units (after a LayerNorm, Σ_j x_j = 0) the shared part
+    vanishes and the probe refutes the finding.
 
     ## Example
     ```python
@@ -74,6 +86,7 @@ class NonzeroMeanWeights(Rule):
             if z <= self.settings["z_threshold"] or coherent < self.settings["coherent_warning"]:
                 continue
             severity = Severity.ERROR if coherent >= self.settings["coherent_error"] else Severity.WARNING
+            bound = self.settings["coherent_error"] if severity is Severity.ERROR else self.settings["coherent_warning"]
             yield self.finding(
                 weight.name,
                 f"the units after this layer start out nearly alike, all pushed the same way by a shared offset: "
@@ -81,11 +94,35 @@ class NonzeroMeanWeights(Rule):
                 f"(mean {stats.mean:.4g} with std {std:.4g} over {stats.finite_count:,} values, {z:.0f} standard errors from 0, fan_in {fan_in})",
                 severity,
                 evidence={"mean": stats.mean, "std": std, "z": z, "coherent_ratio": coherent, "fan_in": fan_in},
+                prediction=_prediction(layer, ctx.signal.get(layer.name), fan_in, coherent, bound),
                 fix=f"{random_init_for(graph, layer)}: a zero-mean draw scaled by the layer's fan",
             )
 
     must_flag = ()
     must_not_flag = ()
+
+
+# Layers whose watched output is the weights' own product with the input; an RNN's or an
+# attention module's output has passed a nonlinearity or a second projection first.
+_MEASURED_KINDS = frozenset({g.LINEAR, g.CONV, g.CONV_TRANSPOSE})
+
+
+def _prediction(layer, signal, fan_in: int, coherent: float, bound: float) -> Prediction | None:
+    """The share of the output common to all units: above what the crossed ``bound`` gives."""
+    if layer.kind not in _MEASURED_KINDS or signal is None or not signal.q_in > 0 or not math.isfinite(signal.q_in):
+        return None
+    # The shared part's second moment over a unit's own, per unit of coherent²: the input's
+    # common offset (m²) and, spread over the fan-in, its variance.
+    per_coherent = (signal.m_in**2 + max(signal.q_in - signal.m_in**2, 0.0) / fan_in) / signal.q_in
+    units = layer.units or 0
+    if units < 2:  # one unit shares everything with itself
+        return None
+
+    def share(ratio: float) -> float:
+        shared = ratio * ratio * per_coherent
+        return (shared + 1 / units) / (shared + 1)
+
+    return Prediction(Quantity.COMMON_COMPONENT, Claim.ABOVE, share(bound), to_layer=layer.name, predicted=share(coherent))
 
 
 def uniform_zero_one_init():

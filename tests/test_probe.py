@@ -280,6 +280,23 @@ def test_saturation_is_measured_before_tanh():
     assert all(row.saturated_fraction is None for row in healthy.layers)
 
 
+def test_common_component_tells_a_shared_offset_from_independent_units():
+    """A U(0, 1) layer after a ReLU gives every unit the same offset: nearly all of its output
+    (less the bias) is common to all units; a default-init layer's units are independent
+    (about 1/units); a large bias changes neither."""
+    torch.manual_seed(0)
+    model = relu_mlp(3, nn.init.kaiming_normal_)
+    nn.init.uniform_(model[2].weight)
+    nn.init.constant_(model[4].bias, 100.0)  # the same for every unit, but not input: left out
+    _, probe = probe_of(model)
+    rows = {row.layer: row for row in probe.layers}
+    assert rows["2"].common_component > 0.95
+    assert rows["0"].common_component < 0.1 and rows["4"].common_component < 0.1
+    prediction = Prediction(Quantity.COMMON_COMPONENT, Claim.ABOVE, 0.9, to_layer="2")
+    refuted = Prediction(Quantity.COMMON_COMPONENT, Claim.ABOVE, 0.9, to_layer="4")
+    assert judge(prediction, probe)["verdict"] == "confirmed" and judge(refuted, probe)["verdict"] == "refuted"
+
+
 def test_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     from initlint.plot import plot_probe

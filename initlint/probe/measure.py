@@ -181,6 +181,14 @@ def _output_stats(torch, value, module, unit_axis: int, dead_from_output: bool) 
             shape[axis] = -1
             without = float((value.double() - b.double().reshape(shape)).square().mean())
         stats["weight_second_moment"] = without
+    # The part of the output (less its bias) all units share: E[(mean over units)²] over the
+    # units' mean second moment. A shared offset or units moving together keep it near 1.
+    if value.shape[axis] > 1 and stats["weight_second_moment"] > 0 and math.isfinite(stats["weight_second_moment"]):
+        common = value.mean(dim=axis, dtype=torch.float64)
+        if isinstance(bias, torch.Tensor) and bias.ndim == 1 and bias.shape[0] == value.shape[axis]:
+            common = common - float(bias.detach().double().mean())
+        shared = float(common.square().mean())
+        stats["common_component"] = min(shared / stats["weight_second_moment"], 1.0)
     if dead_from_output:
         stats["dead_fraction"] = float((value.amax(dim=dims) <= 0).float().mean())
     return stats
@@ -313,9 +321,10 @@ def _ratio(num, den) -> float | None:
 
 
 _MEASURED = ("units", "mean", "std", "second_moment", "weight_second_moment", "input_variance", "grad_norm", "grad_rms", "grad_out_norm",
-             "weight_grad_norm", "grad_to_weight", "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction")
+             "weight_grad_norm", "grad_to_weight", "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction", "common_component")
 # What verdicts are judged on, kept per seed.
-_PER_SEED = ("input_variance", "grad_norm", "grad_out_norm", "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction")
+_PER_SEED = ("input_variance", "grad_norm", "grad_out_norm", "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction",
+             "common_component")
 
 
 def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, train_steps: int = 0, progress=None,
