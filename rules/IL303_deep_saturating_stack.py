@@ -19,7 +19,8 @@ class DeepSaturatingStack(Rule):
     ## What it does
     Finds maximal chains of (weighted layer → sigmoid/tanh) pairs in which each activation
     feeds only the next weighted layer: no normalization, no residual connection, no gating
-    product in between. A chain with `min_sigmoid_layers` or more sigmoid layers is an error
+    product in between; a layer of zeros cuts a chain (the gradient stops there whatever the
+    activations: IL101's finding). A chain with `min_sigmoid_layers` or more sigmoid layers is an error
     (docs/science.md §6); any such chain whose predicted gradient factor ∏√χ falls below
     `error_below` is an error too, and below `warning_below` (with three or more layers) a
     warning.
@@ -67,7 +68,7 @@ class DeepSaturatingStack(Rule):
     def check(self, ctx):
         graph = ctx.graph
         sig = ctx.signal
-        for chain in plain_chains(graph, lambda layer, act: act.activation in STACKING):
+        for chain in _without_zero_layers(plain_chains(graph, lambda layer, act: act.activation in STACKING)):
             sigmoids = sum(1 for _, act in chain if act.activation in ("sigmoid", "hardsigmoid"))
             factor = 1.0
             for layer, act in chain:
@@ -75,8 +76,10 @@ class DeepSaturatingStack(Rule):
                 factor *= math.sqrt(max(layer.fan_out * weight_variance(layer), 0.0) * gains[1])
             if sigmoids >= self.settings["min_sigmoid_layers"] or (len(chain) >= 2 and factor <= self.settings["error_below"]):
                 severity = Severity.ERROR
-                # Five sigmoids are an error whatever the factor: the claim is the bound it crossed, if any.
-                bound = next((b for b in (self.settings["error_below"], self.settings["warning_below"]) if factor <= b), None)
+                # The claim is the bound the factor crossed; five sigmoids are an error because they
+                # take the gradient below `error_below` at Glorot init (docs/science.md §6), so a stack
+                # whose predicted factor crossed neither bound claims that one.
+                bound = next((b for b in (self.settings["error_below"], self.settings["warning_below"]) if factor <= b), self.settings["error_below"])
             elif len(chain) >= 3 and factor <= self.settings["warning_below"]:
                 severity, bound = Severity.WARNING, self.settings["warning_below"]
             else:
@@ -96,6 +99,22 @@ class DeepSaturatingStack(Rule):
 
     must_flag = ()
     must_not_flag = ()
+
+
+def _without_zero_layers(chains):
+    """The chains cut at their layers of zeros: such a layer stops the gradient whatever the
+    activations, IL101's fatal finding (docs/science.md §5), not saturation."""
+    for chain in chains:
+        part = []
+        for layer, act in chain:
+            if layer.weight.stats.all_zero:
+                if part:
+                    yield part
+                part = []
+            else:
+                part.append((layer, act))
+        if part:
+            yield part
 
 
 def _prediction(ctx, chain, factor: float, bound: float | None) -> Prediction | None:
@@ -160,6 +179,14 @@ def gated_residual_mlp():
     return nn.Sequential(nn.Linear(16, 64), *[GatedBlock() for _ in range(8)], nn.Linear(64, 1), nn.Sigmoid())
 
 
+def tanh_stack_with_a_zero_layer():
+    import torch.nn as nn
+
+    model = _stack(4, nn.Tanh)
+    nn.init.zeros_(model[2].weight)  # IL101's: the gradient stops here, saturated or not
+    return model
+
+
 DeepSaturatingStack.must_flag = (
     Example(sigmoid_mlp_15_layers, flagged=("0.weight",), severity="error"),
     Example(sigmoid_mlp_6_layers_default_init, flagged=("0.weight",), severity="error"),
@@ -168,4 +195,5 @@ DeepSaturatingStack.must_not_flag = (
     Example(silu_mlp_15_layers),
     Example(sigmoid_with_layernorm),
     Example(gated_residual_mlp),
+    Example(tanh_stack_with_a_zero_layer),
 )
