@@ -45,3 +45,22 @@ def random_init_for(graph: g.ModelGraph, layer: g.Layer) -> str:
     if name == "selu":
         return init_call("kaiming_normal_", weight, nonlinearity="linear")
     return init_call("xavier_uniform_", weight)
+
+
+def reinit_call(graph: g.ModelGraph, parameter: str) -> str | None:
+    """The init call that gives ``parameter`` a sound starting value, from its role in its layer:
+    the variance-preserving draw for a weighted layer's weight, 1 for a normalization gain, 0 for
+    a bias or shift; None for a tensor no layer holds as one of those (a buffer, a mask)."""
+    for layer in graph.layers.values():
+        for role, tensor in layer.params.items():
+            if tensor.name != parameter:
+                continue
+            if role == "weight" and layer.kind == g.EMBEDDING:
+                return init_call("normal_", parameter)  # N(0, 1), torch's default for an embedding table
+            if role == "weight" and layer.is_weighted and tensor.ndim >= 2:
+                return random_init_for(graph, layer)
+            if role == "weight" and layer.kind == g.NORM:
+                return init_call("ones_", parameter)
+            if role == "bias":
+                return init_call("zeros_", parameter)
+    return None
