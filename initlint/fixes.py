@@ -27,12 +27,13 @@ def _literal(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def random_init_for(graph: g.ModelGraph, layer: g.Layer) -> str:
+def random_init_for(graph: g.ModelGraph, layer: g.Layer, activation: g.Layer | None = None) -> str:
     """The variance-preserving init call for ``layer``'s weight, chosen by the activation after it
     (docs/science.md §2-3): He before the ReLU family and its smooth relatives, Glorot with tanh's
-    gain before tanh, LeCun before SELU, Glorot before sigmoid or no activation."""
+    gain before tanh, LeCun before SELU, Glorot before sigmoid or no activation. A rule that has
+    already paired the layer with its activation passes it as ``activation``."""
     weight = layer.weight.name
-    after = graph.activation_after(layer)
+    after = activation if activation is not None else graph.activation_after(layer)
     name = after.activation if after is not None else None
     if name in ("leaky_relu", "prelu"):
         alpha = after.attrs.get("alpha")
