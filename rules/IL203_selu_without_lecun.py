@@ -9,7 +9,8 @@ from initlint.engine import Example, Rule, Severity
 from initlint.fixes import init_call
 from initlint.fingerprint import NORMAL, scale_tolerance
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import feeding_layer, plain_chains, weight_variance
+from initlint.chains import feeding_layer, plain_chains
+from initlint.signal import weight_variance
 from initlint.example_models import plain_mlp
 
 

@@ -9,7 +9,8 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import reliable, scalar, weight_second_moment
+from initlint.chains import reliable
+from initlint.signal import scalar, weight_second_moment
 
 GAIN_KINDS = (g.LINEAR, g.CONV, g.CONV_TRANSPOSE)
 

@@ -8,7 +8,7 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fixes import init_call
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import reliable
+from initlint.chains import reliable
 
 HEAD_KINDS = (g.LINEAR, g.CONV, g.CONV_TRANSPOSE)
 

@@ -77,10 +77,7 @@ def test_planted_mistake_is_caught_in_both_forms(name, tmp_path):
 
 
 # Open: a stock model the default options still fail, with the reason (strict: fixing it fails the mark).
-OPEN = {
-    "detr": "IL404 (probe, spec form only): the first decoder layer's self-attention reads queries that are "
-    "zeros by construction, so its v_proj.weight never gets a gradient -- by design, not from the init",
-}
+OPEN: dict[str, str] = {}  # none left: DETR's v_proj that reads zeros by construction is a note (no init frees it)
 
 
 @slow

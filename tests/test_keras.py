@@ -208,7 +208,7 @@ def test_probe_runs_on_keras_models_and_settles_the_forward_claims_at_keras_name
     il201 = next(f for f in findings if f["code"] == "IL201")
     assert il201["location"] == "dense/kernel"
     assert il201["probe"]["verdict"] == "confirmed", il201["probe"]
-    forward_il301 = [f for f in findings if f["code"] == "IL301" and "forward" in f["message"]]
+    forward_il301 = [f for f in findings if f["code"] == "IL301" and "forward variance ratio" in f["probe"].get("reason", "")]
     assert forward_il301 and all(f["probe"]["verdict"] == "confirmed" for f in forward_il301), forward_il301
     report = json.loads(output)["results"][0]["probe"]
     assert report["status"] == "ok" and report["input_shapes"] == {"input0": [256, keras_specs.WIDTH]}

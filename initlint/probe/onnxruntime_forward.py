@@ -12,6 +12,8 @@ why (``ProbeMeasurement.forward_only``). onnxruntime is imported only when this 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 from types import SimpleNamespace
 
@@ -131,7 +133,9 @@ def _session(proto):
     options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
     options.log_severity_level = 4  # the size trials fail by design: no error lines on stderr
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    # onnxruntime prints a session that fails to build ("EP Error") to stdout: not in our report.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def evaluate(proto, names: list[str], feeds: dict) -> dict:
