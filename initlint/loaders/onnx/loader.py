@@ -79,6 +79,12 @@ def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None
             continue
         consts.add(tensor.name, tensor, init.data_type in FLOAT_TYPES)
         graph.tensors[tensor.name] = tensor
+    if len(onnx_graph.sparse_initializer):
+        names = [_text(t.values.name) for t in onnx_graph.sparse_initializer]
+        graph.notes.append(
+            f"{len(names)} sparse initializer(s) not read, so not checked and their layers seen without weights: {', '.join(names[:5])}"
+            + (" ..." if len(names) > 5 else "")
+        )
     initializer_names = set(consts.values)
     for inp in onnx_graph.input:
         if _text(inp.name) in initializer_names:
