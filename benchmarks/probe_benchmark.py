@@ -1,9 +1,12 @@
 """What the dynamic probe costs.
 
-1. The probe (3 seeded forward + backward passes with hooks, the private copy of the model and
-   the zero-gradient bookkeeping) as a ratio to one plain forward + backward of the same model
-   on the same batch, in the same mode (normalization in training mode). Target: <= 4x.
-2. The end-to-end time of ``initlint --probe always`` on a ResNet-50-sized model (a fresh
+1. The probe (one seeded forward + backward pass with hooks, more only where a measurement is
+   near a threshold, the private copy of the model and the zero-gradient bookkeeping) as a ratio
+   to one plain forward + backward of the same model on the same batch, in the same mode
+   (normalization in training mode).
+2. What ``--probe auto`` does per model with no example input: whether it fits the auto budget
+   (initlint/probe/budget.py), the input the probe picks, the seeds it runs and its time.
+3. The end-to-end time of ``initlint --probe always`` on a ResNet-50-sized model (a fresh
    process: import, build, trace, static rules, probe, report).
 
 Run: python benchmarks/probe_benchmark.py [--quick]   (needs torch and torchvision; CPU)
@@ -24,6 +27,7 @@ import torch.nn as nn
 
 from initlint.loaders.torch import graph_from_module
 from initlint.probe import ProbeOptions, run_probe
+from initlint.probe.budget import auto_budget_refusal
 from initlint.probe.measure import standard_loss
 from initlint.probe.model import set_probe_mode
 
@@ -64,7 +68,7 @@ def probe_seconds(graph, shape) -> tuple[float, dict]:
     start = clock()
     probe = run_probe(graph, {"": shape}, None, ProbeOptions(timeout_s=600))
     elapsed = clock() - start
-    assert probe["status"] == "ok", probe["reason"]
+    assert probe.ok, probe.reason
     return elapsed, probe
 
 
@@ -110,7 +114,22 @@ def main() -> None:
     for build in builders:
         model, shape = build()
         plain, probe_s, probe = compare(model, shape, repeats)
-        print(f"{build.__name__:<10} {str(shape):<20} {plain:>10.3f} {probe_s:>9.3f} {probe_s / plain:>5.2f}x  {probe['gradient_ratio']:.3g}")
+        print(f"{build.__name__:<10} {str(shape):<20} {plain:>10.3f} {probe_s:>9.3f} {probe_s / plain:>5.2f}x  {probe.gradient_ratio:.3g} ({len(probe.seeds)} seed(s))")
+    print()
+    print("--probe auto, no example input (wall seconds of run_probe; the budget is initlint/probe/budget.py):")
+    print(f"{'model':<16} {'parameters':>12} {'auto':>5} {'input':<20} {'seeds':>5} {'probe s':>8}")
+    for build in auto_models(args.quick):
+        model = build()
+        graph = graph_from_module(model, build.__name__)
+        refusal = auto_budget_refusal(graph)
+        parameters = sum(t.size for t in graph.tensors.values())
+        if refusal:
+            print(f"{build.__name__:<16} {parameters:>12,} {'skip':>5}  ({refusal})")
+            continue
+        start = time.perf_counter()
+        probe = run_probe(graph, {}, None, ProbeOptions())
+        shape = "x".join(str(d) for d in next(iter(probe.input_shapes.values()), []))
+        print(f"{build.__name__:<16} {parameters:>12,} {'run':>5} {shape:<20} {len(probe.seeds):>5} {time.perf_counter() - start:>8.1f}  {probe.status}")
     spec = f"{Path(__file__).resolve()}:resnet50_spec"
     elapsed, result = end_to_end(spec)
     probe = result["probe"] or {}
@@ -118,6 +137,32 @@ def main() -> None:
     il4 = [f["code"] for f in result["findings"] if f["code"].startswith("IL4")]
     print(f"end to end (wall): initlint {Path(spec).name} --probe always: {elapsed:.1f} s "
           f"(probe {probe.get('status')}, {probe.get('elapsed_s')} s, input {shapes}, gradient ratio {probe.get('gradient_ratio')}, IL4xx findings: {il4 or 'none'})")
+
+
+def auto_models(quick: bool):
+    import torchvision
+
+    def glorot_relu_mlp_20():
+        return deep_mlp()[0]
+
+    def small_unet():
+        from diffusers import UNet2DModel
+
+        class Wrapped(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.unet = UNet2DModel(sample_size=16, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
+                                        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=8)
+
+            def forward(self, x):
+                return self.unet(x, 10).sample
+
+        return Wrapped()
+
+    models = [glorot_relu_mlp_20, torchvision.models.resnet18, torchvision.models.mobilenet_v3_small]
+    if not quick:
+        models += [torchvision.models.resnet50, small_unet, torchvision.models.wide_resnet50_2, torchvision.models.vit_b_16]
+    return models
 
 
 def resnet50_spec():

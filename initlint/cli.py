@@ -94,8 +94,9 @@ def main():
 @click.option("--train-steps", type=click.IntRange(min=0), default=0, show_default=True, help="Plain-SGD steps the probe runs on its batch to see whether the loss moves.")
 @click.option("--plot", "plot_file", type=click.Path(dir_okay=False), default=None, help="Draw the probe's per-layer forward and backward signal to FILE (.png or .svg).")
 @click.option("--device", type=click.Choice(["cpu", "cuda", "mps"]), default="cpu", show_default=True, help="Where the probe runs the model.")
-@click.option("--trust-code", "--trust-pickle", "trust_pickle", is_flag=True, help="Allow loading that can run code the file carries: unpickling .pt/.pth files, TorchScript archives (their scripted code runs on load), pickled parts of .pt2 archives and running a .pt2 program for the probe. Only for files you trust. --trust-pickle is the old name.")
+@click.option("--trust-code", "--trust-pickle", "trust_pickle", is_flag=True, help="Allow loading that can run code the file carries: unpickling .pt/.pth files, TorchScript archives (their scripted code runs on load), pickled parts of .pt2 archives, running a .pt2 program for the probe, Keras' unsafe mode (Lambda layers). Only for files you trust. --trust-pickle is the old name.")
 @click.option("--extend-select", multiple=True, help="Rule codes or prefixes to run in addition to --select.")
+@click.option("--allow-empty", is_flag=True, help="Accept a model in which no weighted layer was read, or whose structure is only a module-order guess (otherwise: could not check, exit 2).")
 @click.option("--output", "-o", "output_file", type=click.Path(dir_okay=False, writable=True), help="Write the report to this file instead of stdout.")
 @click.option("--baseline", "baseline_file", type=click.Path(dir_okay=False), help="Report only findings not recorded in this baseline file.")
 @click.option("--write-baseline", "write_baseline_file", type=click.Path(dir_okay=False, writable=True), help="Record today's findings in this file and exit 0 (2 if a model could not be read).")
@@ -103,7 +104,7 @@ def main():
 @click.option("--jobs", "-j", type=click.IntRange(min=1), default=None, help="Models linted in parallel. [default: number of cores]")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Config file (default: the nearest initlint.toml or pyproject.toml with [tool.initlint]).")
 @click.pass_context
-def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixes, input_shape, input_dtype, probe, seed, probe_timeout, train_steps, plot_file, device, trust_pickle, extend_select, output_file, baseline_file, write_baseline_file, exclude, jobs, config_file):
+def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixes, input_shape, input_dtype, probe, seed, probe_timeout, train_steps, plot_file, device, trust_pickle, extend_select, allow_empty, output_file, baseline_file, write_baseline_file, exclude, jobs, config_file):
     """Lint TARGETS: model files (.onnx, .pt2, TorchScript, state dicts), directories of them, or module:callable specs."""
     from .baseline import apply_baseline, load_baseline, write_baseline
     from .discover import expand_targets, lint_many, render_summary
@@ -122,6 +123,7 @@ def check(ctx, targets, output_format, select, ignore, fail_on, quiet, show_fixe
         sys.exit(EXIT_ERROR)
     options = settings.lint_options(LoadOptions(input_shapes=parse_input_shapes(input_shape), input_dtype=input_dtype, trust_pickle=trust_pickle))
     options.probe_options = ProbeOptions(seed=seed, timeout_s=probe_timeout, train_steps=train_steps, plot=plot_file, device=device)
+    options.allow_empty = allow_empty
     files = expand_targets(targets, settings["exclude"])
     if not files:
         click.echo(f"initlint: no model files found in {', '.join(targets)}", err=True)

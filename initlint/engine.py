@@ -12,6 +12,7 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, ClassVar, Iterable, Iterator
 
 from .context import RuleContext
+from .trained import hold_unconfirmed
 from .graph import ModelGraph
 from .measurement import ProbeMeasurement
 from .prediction import Prediction, PredictionError
@@ -259,6 +260,8 @@ def run_rules(
         except Exception as exc:
             last = traceback.extract_tb(exc.__traceback__)[-1]
             failures[rule_cls.code] = f"{type(exc).__name__}: {exc} (at {last.filename}:{last.lineno})"
+    if stage == "static":
+        hold_unconfirmed(ctx, findings, Severity.INFO)  # trained weights (initlint.trained)
     order = {name: i for i, name in enumerate([*graph.tensors, *graph.layers])}
     findings.sort(key=lambda f: (order.get(f.location, len(order)), f.code))
     return RuleRun(findings, failures, skipped)

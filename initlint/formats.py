@@ -20,7 +20,7 @@ from xml.etree import ElementTree as ET
 
 from . import __version__
 from .engine import Finding, Rule, Severity, registry
-from .report import printable
+from .report import finite_json, printable
 from .runner import TargetResult
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -186,7 +186,7 @@ def render_sarif(results: list[TargetResult]) -> str:
             if finding.code in index:
                 entry["ruleIndex"] = index[finding.code]
             if finding.evidence:
-                entry["properties"] = {"evidence": json.loads(json.dumps(finding.evidence, default=str))}
+                entry["properties"] = {"evidence": finite_json(json.loads(json.dumps(finding.evidence, default=str)))}
             sarif_results.append(entry)
     run = {
         "tool": {"driver": {"name": "initlint", "version": __version__, "semanticVersion": __version__, "rules": [_sarif_rule(r) for r in rules]}},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -75,6 +75,7 @@ class Tensor:
         reader: Callable[[], np.ndarray],
         convert: Callable[[np.ndarray], np.ndarray] | None = None,
         release: Callable[[int, int], None] | None = None,
+        affine: "Affine | None" = None,
     ):
         self.name = name
         self.shape = tuple(int(d) for d in shape)
@@ -86,6 +87,8 @@ class Tensor:
         # Called with a flat element range [start, stop) once the pass no longer needs it, so
         # memory-mapped pages leave the resident set instead of piling up to the model's size.
         self._release = release
+        # Stored integers and how they map to reals (a quantized weight): applied per chunk too.
+        self._affine = affine
         # Axes other than 0 that index a layer's units (e.g. -1 for a MatMul weight stored
         # [in, out]): their per-unit statistics come out of the same single pass.
         self.unit_axes: set[int] = set()
@@ -104,7 +107,8 @@ class Tensor:
     def values(self) -> np.ndarray:
         """The values as an array of self.shape (a float32 copy only for bfloat16 sources)."""
         stored = np.asarray(self._reader())
-        return (self._convert(stored) if self._convert else stored).reshape(self.shape)
+        values = (self._convert(stored) if self._convert else stored).reshape(self.shape)
+        return self._affine.apply(values, self.ndim, 0, 0) if self._affine else values
 
     def chunks(self, axis: int = 0, reuse: bool = False) -> Iterator[np.ndarray]:
         """Whole rows (slices along ``axis``) at a time, each converted to float64 on its own:
@@ -126,6 +130,8 @@ class Tensor:
         for start in range(0, stored.shape[0], step):
             part = stored[start : start + step]
             part = self._convert(part) if self._convert else part
+            if self._affine is not None:
+                part = self._affine.apply(part, self.ndim, axis, start)
             if buffer is None:
                 yield np.ascontiguousarray(part, dtype=np.float64).reshape(-1)
             else:
@@ -155,6 +161,35 @@ class Tensor:
             moved_shape = (self.shape[axis], *self.shape[:axis], *self.shape[axis + 1 :])
             cache[axis] = compute_stats(moved_shape, self.chunks(axis, reuse=True))
         return cache[axis]
+
+
+@dataclass(frozen=True)
+class Affine:
+    """real = (stored - zero_point) · scale: a quantized tensor (ONNX DequantizeLinear), per
+    tensor (``axis`` None) or per slice along ``axis``, applied to one chunk at a time so no
+    float copy of the whole tensor is made."""
+
+    scale: np.ndarray  # scalar, or one value per slice along ``axis``
+    zero_point: np.ndarray
+    axis: int | None = None
+
+    def apply(self, part: np.ndarray, ndim: int, chunk_axis: int, start: int) -> np.ndarray:
+        """``part``: rows [start, start + len(part)) along ``chunk_axis`` (moved to the front),
+        or a flat run of elements from ``start`` when the tensor has fewer than 2 dimensions."""
+        scale, zero = self.scale.reshape(-1), self.zero_point.reshape(-1)
+        if self.axis is None or scale.size == 1:
+            return (part.astype(np.float32) - zero[:1].astype(np.float32)) * scale[:1].astype(np.float32)
+        axis = self.axis % max(ndim, 1)
+        shape = [1] * part.ndim
+        if ndim < 2 or axis == chunk_axis % ndim:  # the slices run along the chunked axis
+            stop = start + part.shape[0]
+            scale, zero = scale[start:stop], zero[start:stop] if zero.size > 1 else zero
+            shape[0] = -1
+        else:  # moved to the front, the other axes keep their order
+            others = [a for a in range(ndim) if a != chunk_axis % ndim]
+            shape[1 + others.index(axis)] = -1
+        zero = zero.reshape(shape) if zero.size > 1 else zero[:1]
+        return (part.astype(np.float32) - zero.astype(np.float32)) * scale.reshape(shape).astype(np.float32)
 
 
 @dataclass
@@ -227,7 +262,7 @@ class ModelGraph:
             self.tensors.setdefault(tensor.name, tensor)
         if layer.weight is not None and layer.weight.ndim >= 2 and layer.unit_axis % layer.weight.ndim:
             layer.weight.unit_axes.add(layer.unit_axis % layer.weight.ndim)
-        for cached in ("_consumers", "depth"):
+        for cached in ("_consumers", "depth", "labels"):
             self.__dict__.pop(cached, None)
         return layer
 
@@ -302,3 +337,25 @@ class ModelGraph:
     @property
     def max_depth(self) -> int:
         return max(self.depth.values(), default=0)
+
+    @functools.cached_property
+    def labels(self) -> dict[str, str]:
+        """Per layer: its name as the user knows it, the module its weight belongs to (``fc1``
+        for ``fc1.weight``, ``dense`` for ``dense/kernel``), so that notes and probe rows name a
+        layer as findings name its parameters. A layer without such a weight, or whose module
+        would name two layers (tied weights), keeps its graph name (``/fc1/Relu``)."""
+        modules = {}
+        for layer in self.layers.values():
+            weight = layer.weight
+            separator = max(weight.name.rfind("."), weight.name.rfind("/")) if weight is not None else -1
+            if separator > 0:
+                modules[layer.name] = weight.name[:separator]
+        taken = Counter(modules.values())
+        return {
+            name: modules[name] if name in modules and taken[modules[name]] == 1 and self.layers.get(modules[name], self.layers[name]) is self.layers[name] else name
+            for name in self.layers
+        }
+
+    def label(self, name: str) -> str:
+        """The user-facing name of the layer called ``name`` in the graph (see :attr:`labels`)."""
+        return self.labels.get(name, name)

@@ -24,7 +24,7 @@ EXPLODING_VARIANCE = 70.0**2
 LAYER_FIELDS = (
     "units", "mean", "std", "second_moment", "weight_second_moment", "input_variance",
     "grad_norm", "grad_rms", "grad_out_norm", "weight_grad_norm", "grad_to_weight",
-    "dead_fraction", "saturated_fraction", "forward_ratio", "backward_ratio",
+    "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction", "forward_ratio", "backward_ratio",
 )
 
 
@@ -50,6 +50,8 @@ class LayerMeasurement:
     grad_to_weight: float | None = None
     dead_fraction: float | None = None
     saturated_fraction: float | None = None
+    duplicate_fraction: float | None = None  # measured only where a finding predicts it
+    non_finite_fraction: float | None = None  # likewise
     forward_ratio: float | None = None  # weight_second_moment over the first layer's (table, plot)
     backward_ratio: float | None = None  # grad_norm over the last layer's (table, plot)
 
@@ -80,6 +82,7 @@ class ProbeMeasurement:
     measured_parameters: list[str] = field(default_factory=list)
     zero_gradient_parameters: list[str] = field(default_factory=list)
     frozen_parameters: list[str] = field(default_factory=list)
+    frozen_checked: bool = True  # False when the frozen-parameter check ran out of time
     train: dict | None = None
     # Why fewer seeds ran than the probe would have liked (budget), or more (near a threshold).
     seed_note: str | None = None

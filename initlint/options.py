@@ -32,3 +32,6 @@ class LintOptions:
     per_file_ignores: dict[str, list[str]] = field(default_factory=dict)
     root: str | None = None  # the directory per-file-ignores globs are relative to
     probe_options: ProbeOptions = field(default_factory=ProbeOptions)
+    # A model in which no weighted layer was read, or whose structure is only a module-order
+    # guess, is "could not check" (exit 2) unless this is set (--allow-empty).
+    allow_empty: bool = False

@@ -22,6 +22,9 @@ probe measures):
   every sample of the batch.
 - ``FROZEN_PARAMETERS``: the share of ``parameters`` whose gradient is exactly zero on every
   batch and stays exactly zero after a few plain-SGD steps on a copy.
+- ``DUPLICATE_UNIT_FRACTION``: the share of ``to_layer``'s output units whose output, less its
+  mean, repeats another unit's on every sample (identical units stay identical under training).
+- ``NON_FINITE_FRACTION``: the share of ``to_layer``'s outputs that are NaN or infinite.
 - ``INITIAL_LOSS_OVER_CHANCE``: the cross-entropy at init over log(classes), the loss of a
   uniform guess.
 - ``LOGIT_STD``: the standard deviation of the model's output at init.
@@ -44,6 +47,8 @@ class Quantity(enum.Enum):
     SATURATED_FRACTION = "saturated_fraction"
     DEAD_FRACTION = "dead_fraction"
     FROZEN_PARAMETERS = "frozen_parameters"
+    DUPLICATE_UNIT_FRACTION = "duplicate_unit_fraction"
+    NON_FINITE_FRACTION = "non_finite_fraction"
     INITIAL_LOSS_OVER_CHANCE = "initial_loss_over_chance"
     LOGIT_STD = "logit_std"
 
@@ -54,11 +59,11 @@ class Quantity(enum.Enum):
 
     @property
     def is_fraction(self) -> bool:
-        return self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.FROZEN_PARAMETERS)
+        return self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.FROZEN_PARAMETERS, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION)
 
     @property
     def needs_layer(self) -> bool:
-        return self.is_ratio or self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION)
+        return self.is_ratio or self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION)
 
     @property
     def text(self) -> str:

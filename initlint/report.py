@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import re
 from typing import Iterable
 
@@ -27,12 +29,25 @@ def printable(text: str) -> str:
 
 
 def render_json(results: Iterable[TargetResult]) -> str:
-    return json.dumps({"initlint": __version__, "results": [r.to_json() for r in results]}, indent=2, default=_jsonable)
+    document = {"initlint": __version__, "results": [r.to_json() for r in results]}
+    return json.dumps(finite_json(document), indent=2, default=_jsonable, allow_nan=False)
+
+
+def finite_json(value):
+    """``value`` with every non-finite float as None: NaN and Infinity are not JSON, and an
+    overflowed statistic (weights near the float64 limit) is unknown rather than a number."""
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):  # numpy floats too
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
 
 
 def _jsonable(value):
     try:
-        return float(value)
+        return finite_json(float(value))
     except (TypeError, ValueError):
         return str(value)
 

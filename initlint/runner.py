@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import os
 import time
+import dataclasses
 from dataclasses import dataclass, field
 
 from .config import location_matches, path_matches
 from .context import RuleContext
+from .trained import PENDING
 from .engine import Finding, Rule, Severity, registry, run_rules
 from .errors import InitlintError
 from .graph import ModelGraph
@@ -20,7 +22,7 @@ from .probe.budget import auto_budget_refusal
 from .probe.isolated import in_process, run_probe_isolated
 from .verdict import judge
 
-__all__ = ["LintOptions", "TargetResult", "lint_graph", "lint_target", "selected_rules"]
+__all__ = ["LintOptions", "TargetResult", "lint_graph", "lint_target", "selected_rules", "unchecked_reason"]
 
 
 @dataclass
@@ -96,6 +98,7 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult, so
     ctx = RuleContext(graph)
     run = run_rules(ctx, rules, options.rule_settings)
     result.findings = [f for f in run.findings if not _layer_ignored(f, options)]
+    _in_the_model_vocabulary(graph, result.findings)
     if len(result.findings) < len(run.findings):
         result.notes.append(f"{len(run.findings) - len(result.findings)} finding(s) suppressed by per-layer-ignores")
     for rule in rules:
@@ -106,7 +109,7 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult, so
     if graph.has_structure:
         try:
             propagated = ctx.signal  # computed once per graph, shared with the IL3xx rules
-            result.signal = propagated.to_json()
+            result.signal = _named_for_people(propagated.to_json(), graph)
             result.notes.extend(propagated.notes)
         except Exception as exc:  # the findings stand without it
             result.notes.append(f"signal propagation failed and was skipped: {type(exc).__name__}: {exc}")
@@ -119,6 +122,7 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult, so
     probe_rules = [rule for rule in rules if rule.stage == "probe"]
     measurement, why_not = _probe_stage(graph, options, result, source)
     confirm_findings(result.findings, measurement, why_not)
+    _name_predictions_for_people(result.findings, graph)
     if measurement is None or not measurement.ok:
         for rule in probe_rules:
             result.rules.setdefault(rule.code, f"skipped: {why_not or 'the probe did not run'}")
@@ -126,12 +130,41 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult, so
     probe_run = run_rules(RuleContext(graph, measurement), probe_rules, options.rule_settings, stage="probe")
     for finding in probe_run.findings:  # a probe-stage finding is itself a measurement
         finding.probe = {"verdict": "confirmed", "reason": "measured by the probe"}
+    _in_the_model_vocabulary(graph, probe_run.findings)
     result.findings.extend(f for f in probe_run.findings if not _layer_ignored(f, options))
     for rule in probe_rules:
         result.rules[rule.code] = f"failed: {probe_run.failures[rule.code]}" if rule.code in probe_run.failures else "ran"
     for code, error in probe_run.failures.items():
         result.notes.append(f"{code} failed and was skipped: {error}")
     _plot(graph, options, result)
+
+
+def _named_for_people(rows: list[dict], graph: ModelGraph) -> list[dict]:
+    """Rows (probe, signal) name each layer as findings do: ``fc1``, not ``/fc1/Gemm``."""
+    for row in rows:
+        row["layer"] = graph.label(row["layer"])
+    return rows
+
+
+def _name_predictions_for_people(findings: list[Finding], graph: ModelGraph) -> None:
+    """Once judged, a prediction names its layers as the probe rows do (the plot matches the two)."""
+    for finding in findings:
+        prediction = finding.prediction
+        if prediction is not None and (prediction.from_layer or prediction.to_layer):
+            finding.prediction = dataclasses.replace(
+                prediction,
+                from_layer=prediction.from_layer and graph.label(prediction.from_layer),
+                to_layer=prediction.to_layer and graph.label(prediction.to_layer),
+            )
+
+
+def _in_the_model_vocabulary(graph: ModelGraph, findings: list[Finding]) -> None:
+    """Fix hints name PyTorch's init calls; a Keras model's user sets kernel_initializer=..."""
+    if graph.metadata.get("framework") == "keras":
+        from .loaders.keras.vocabulary import keras_fix
+
+        for finding in findings:
+            finding.fix = keras_fix(finding.fix)
 
 
 def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult, source: str | None = None) -> tuple[ProbeMeasurement | None, str | None]:
@@ -152,6 +185,10 @@ def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult, 
     else:
         measurement = run_probe(graph, options.load.input_shapes, options.load.input_dtype, probe_options, predictions)
     result.probe = measurement.to_json()
+    _named_for_people(result.probe.get("layers") or [], graph)
+    for key in ("first_layer", "last_layer", "gradient_first_layer", "gradient_last_layer"):
+        if result.probe.get(key):
+            result.probe[key] = graph.label(result.probe[key])
     result.notes.extend(measurement.notes)
     if not measurement.ok:
         result.notes.append(f"the dynamic probe did not run to the end: {measurement.reason}")
@@ -170,6 +207,10 @@ def confirm_findings(findings: list[Finding], probe: ProbeMeasurement | None, wh
             finding.probe = {"verdict": "inconclusive", "reason": "the finding makes no claim the probe measures"}
             continue
         finding.probe = judge(finding.prediction, probe)
+        pending = finding.evidence.pop(PENDING, None)  # a finding on trained weights (initlint.trained)
+        if pending is not None and finding.probe["verdict"] == "confirmed":
+            finding.severity = Severity.parse(pending)
+            finding.message += " (confirmed by the probe)"
         if finding.probe["verdict"] == "refuted" and finding.severity > Severity.INFO:
             finding.probe["original_severity"] = str(finding.severity)
             finding.severity = Severity.INFO
@@ -209,6 +250,18 @@ def _plot(graph: ModelGraph, options: LintOptions, result: TargetResult) -> None
         result.notes.append(f"the plot could not be written to {path} ({type(exc).__name__}: {exc})")
 
 
+def unchecked_reason(graph: ModelGraph) -> str | None:
+    """Why the model was not really checked, or None: a lint that read nothing must not pass."""
+    if not graph.weighted_layers():
+        held = sum(t.size for t in graph.tensors.values())
+        if held:
+            return f"no weighted layer was found among its {len(graph.layers)} ops ({held:,} values in constants no layer uses as weights)"
+        return f"no weights were read from it ({len(graph.layers)} ops, no initializer, constant or parameter)"
+    if graph.metadata.get("structure") == "module-order":
+        return "its structure is only a guess from module order, so the structure and signal rules could not run"
+    return None
+
+
 def lint_target(target: str, options: LintOptions) -> TargetResult:
     start = time.perf_counter()
     result = TargetResult(target=target, format=None)
@@ -218,6 +271,11 @@ def lint_target(target: str, options: LintOptions) -> TargetResult:
         result.format = graph.format
         result.graph = graph
         lint_graph(graph, options, result, source=target)
+        unchecked = unchecked_reason(graph)
+        if unchecked and not options.allow_empty:
+            result.error = f"{target}: could not check: {unchecked} (--allow-empty accepts a model that was not checked)"
+        elif unchecked:
+            result.notes.append(f"not checked: {unchecked} (accepted with --allow-empty)")
     except InitlintError as exc:
         result.error = str(exc)
     except MemoryError:

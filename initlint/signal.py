@@ -36,6 +36,8 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import graph as g
 from . import moments as mo
 from .fingerprint import fingerprint
@@ -119,7 +121,9 @@ class Signal:
 
 
 def _round(x: float | None) -> float | None:
-    if x is None or not math.isfinite(x) or x == 0:
+    if x is None or not math.isfinite(x):
+        return None  # an overflowed moment is unknown, not a number JSON can hold
+    if x == 0:
         return x
     return float(f"{x:.4g}")
 
@@ -400,7 +404,7 @@ def _propagate(graph: g.ModelGraph) -> Signal:
     unknown = [name for name, fp in fps if fp is not None and fp.status == "unrecognized"]
     if unknown:
         sig.notes.append(
-            f"{len(unknown)} of {len(fps)} weighted layers match no init scheme (trained or custom weights?), e.g. {unknown[0]}: "
+            f"{len(unknown)} of {len(fps)} weighted layers match no init scheme (trained or custom weights?), e.g. layer {graph.label(unknown[0])}: "
             "init-scheme rules (IL201, IL203) do not apply to them; signal rules use their measured variance"
         )
     return sig
@@ -643,6 +647,10 @@ class Crossing:
         """What the thresholds apply to: the forward variance ratio, or the gradient norm ratio
         (AUTOTRAINER's β1 and β3 bound gradient norms, docs/science.md §8)."""
         return self.ratio if self.direction == "forward" else math.sqrt(self.ratio)
+
+    def measured_threshold(self, threshold: float) -> float:
+        """The rule's threshold in the unit of ``ratio`` (an energy backward: the norm's square)."""
+        return threshold if self.direction == "forward" else threshold * threshold
 
     @property
     def per_layer(self) -> float:

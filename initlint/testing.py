@@ -79,3 +79,21 @@ def all_examples():
             yield rule, "must_flag", example
         for example in rule.must_not_flag:
             yield rule, "must_not_flag", example
+
+
+def probed_findings(rule: type[Rule], graph: ModelGraph, example: Example) -> tuple[list[Finding], object]:
+    """The rule's findings after the probe ran on the example's input and judged them (as the
+    runner does): (findings with ``finding.probe`` set, the ProbeMeasurement)."""
+    from .probe import run_probe
+    from .runner import confirm_findings
+
+    static = run_rules(graph, [rule]) if rule.stage == "static" else None
+    predictions = [f.prediction for f in static.findings if f.prediction is not None] if static else []
+    measurement = run_probe(graph, {"": example.input_shape}, example.input_dtype, predictions=predictions)
+    if rule.stage == "static":
+        assert not static.failures, static.failures
+        confirm_findings(static.findings, measurement)
+        return static.findings, measurement
+    run = run_rules(graph, [rule], stage="probe", probe=measurement)
+    assert not run.failures, run.failures
+    return run.findings, measurement

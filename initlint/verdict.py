@@ -27,6 +27,8 @@ def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[li
     """One measured value per seed (or one for the whole run), or a reason why there is none."""
     q = prediction.quantity
     if q is Quantity.FROZEN_PARAMETERS:
+        if not probe.frozen_checked:
+            return [], "the frozen-parameter check did not finish within the probe's time budget (--probe-timeout)"
         seen = [p for p in prediction.parameters if p in probe.measured_parameters]
         if not seen:
             return [], "the probe's passes did not reach these parameters (no gradient at all)"
@@ -50,6 +52,10 @@ def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[li
         values = [None if r is None else r * r for r in (_ratio(b, a) for b, a in pairs)]
     elif q is Quantity.SATURATED_FRACTION:
         values = rows[prediction.to_layer].get("saturated_fraction", [])
+    elif q is Quantity.DUPLICATE_UNIT_FRACTION:
+        values = rows[prediction.to_layer].get("duplicate_fraction", [])
+    elif q is Quantity.NON_FINITE_FRACTION:
+        values = rows[prediction.to_layer].get("non_finite_fraction", [])
     else:  # DEAD_FRACTION
         values = rows[prediction.to_layer].get("dead_fraction", [])
     values = [v for v in values if v is not None and not math.isnan(v)]

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from initlint import activations
 from initlint import graph as g
+from initlint.constant_flow import ConstantOutcome, Fate, Harm, zero_outcome
+from initlint.fixes import Code as _Code, init_call, random_init_for
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import scalar
 from initlint.example_models import (  # shared with IL404's examples
     lora_b_zero_a_random,
     lora_with_a_and_b_zero,
@@ -19,11 +17,6 @@ from initlint.example_models import (  # shared with IL404's examples
     zero_linear_before_relu,
 )
 
-# Outcomes of following a zero layer's output downstream, from harmless to fatal.
-ALLOWED, RECOVERABLE, FATAL = 0, 1, 2
-_HEAD = "it is a final projection (zero head)"
-_RESIDUAL = "its output is added to a non-zero path (residual branch end / LoRA B)"
-_LONE = "a lone zero layer between random ones: its output is constant at init; training recovers through its neighbours"
 _STRUCTURAL_KINDS = (g.LINEAR, g.CONV, g.CONV_TRANSPOSE, g.EMBEDDING)
 
 
@@ -86,15 +79,22 @@ class ZeroWeights(Rule):
                 continue
             evidence = {"count": weight.size, "std": 0.0}
             if layer.kind not in _STRUCTURAL_KINDS:
-                yield self.finding(weight.name, f"all {weight.size:,} values are 0.0", Severity.WARNING, evidence=evidence, fix=_FIX)
+                yield self.finding(weight.name, f"this weight starts with no information in it: all {weight.size:,} values are 0.0", Severity.WARNING, evidence=evidence, fix=_fix(graph, layer))
                 continue
-            outcome, why = zero_outcome(graph, layer)
-            if outcome == ALLOWED:
+            outcome = zero_outcome(graph, layer)
+            if outcome.harm == Harm.ALLOWED:
                 continue
-            severity = Severity.ERROR if outcome == FATAL else Severity.WARNING
+            fatal = outcome.harm == Harm.FATAL
+            severity = Severity.ERROR if fatal else Severity.WARNING
             # A fatal zero pattern predicts a permanently zero gradient, which the probe checks.
-            prediction = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if outcome == FATAL else None
-            yield self.finding(weight.name, f"all {weight.size:,} values are 0.0: {why}", severity, evidence={**evidence, "case": why}, fix=_FIX, prediction=prediction)
+            # A lone zero layer is predicted to recover: its gradient is not stuck at zero.
+            prediction = (
+                Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if fatal
+                else Prediction(Quantity.FROZEN_PARAMETERS, Claim.BELOW, 0.5, parameters=(weight.name,), predicted=0.0) if outcome.fate == Fate.LONE_ZERO_LAYER
+                else None
+            )
+            message = _consequence(outcome, weight.size)
+            yield self.finding(weight.name, message, severity, evidence={**evidence, "case": outcome.fate.value}, fix=_fix(graph, layer), prediction=prediction)
         for name, tensor in graph.tensors.items():
             if name in claimed or tensor.ndim < 2 or tensor.stats.count == 0 or not tensor.stats.all_zero:
                 continue
@@ -107,14 +107,14 @@ class ZeroWeights(Rule):
                 # PEFT's names pair the two factors of one adapter: both zero is fatal whatever the model is
                 yield self.finding(
                     name,
-                    f"all {tensor.size:,} values are 0.0 and so is its LoRA partner {partner.name}: the update B·A is zero and neither factor can get a gradient",
+                    f"this LoRA adapter can never train: all {tensor.size:,} values are 0.0 and so are its partner {partner.name}'s, so the update B·A is zero and neither factor gets a gradient",
                     evidence={"count": tensor.size, "std": 0.0, "partner": partner.name},
-                    fix="initialize lora_A randomly (PEFT: init_lora_weights=True) and only lora_B at zero",
+                    fix=f"{init_call('kaiming_uniform_', _factor_a(name, partner.name), a=_Code('math.sqrt(5)'))} (PEFT: init_lora_weights=True): only lora_B starts at zero",
                 )
                 continue
             yield self.finding(
                 name,
-                f"all {tensor.size:,} values are 0.0; without the model structure initlint cannot tell an intended zero (LoRA B, residual branch end) from a fatal one",
+                f"this weight may never train, or may be an intended zero: all {tensor.size:,} values are 0.0, and without the model structure initlint cannot tell an intended zero (LoRA B, residual branch end) from a fatal one",
                 Severity.INFO,
                 evidence={"count": tensor.size, "std": 0.0},
             )
@@ -123,82 +123,44 @@ class ZeroWeights(Rule):
     must_not_flag = ()
 
 
-_FIX = "initialize it randomly (nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU, nn.init.xavier_uniform_(w) before tanh/sigmoid)"
+_STARTS_EMPTY = "this layer starts with no information flowing through it"
 
 
-def zero_outcome(graph: g.ModelGraph, layer: g.Layer) -> tuple[int, str]:
-    """Follow a zero layer's constant output downstream; the most benign path decides."""
-    bias = layer.bias
-    value = np.asarray(bias.values(), dtype=np.float64).reshape(-1) if bias is not None else np.zeros(1)
-    outcomes = [_follow(graph, nxt, value, layer, activation=None, depth=0) for nxt in graph.downstream(layer)]
-    if not outcomes:
-        return ALLOWED, "its output is a model output (a zero head or readout)"
-    return min(outcomes, key=lambda o: o[0])
+def _fix(graph: g.ModelGraph, layer: g.Layer) -> str:
+    return f"{random_init_for(graph, layer)}; keep zero init only where the layer's output is added to a non-zero path (a residual branch end, LoRA B)"
 
 
-def _follow(graph, node: g.Layer, value: np.ndarray, origin: g.Layer, activation: str | None, depth: int) -> tuple[int, str]:
-    """``value`` is the constant (per unit) that reaches ``node``; it does not depend on the input."""
-    is_zero = bool(np.all(value == 0))
-    if depth > 64:
-        return RECOVERABLE, "its output is constant"
-    if node.kind == g.OUTPUT:
-        return ALLOWED, _HEAD
-    if node.kind in (g.ADD, g.CONCAT):
-        # An input computed only from this layer's constant output is constant too (the
-        # x + 0.044715x^3 inside a hand-written tanh-GELU): only an independent path rescues.
-        others = [p for p in graph.producers(node) if not _is_zero_layer(p) and not _computed_only_from(graph, p, origin)]
-        if len(others) >= 1 and len(graph.producers(node)) >= 2:
-            return ALLOWED, _RESIDUAL
-        return _continue(graph, node, value, origin, activation, depth)
-    if node.kind == g.NORM:
-        # Normalizing a constant gives the shift beta (training-mode statistics).
-        beta = node.bias
-        shifted = np.asarray(beta.values(), dtype=np.float64).reshape(-1) if beta is not None else np.zeros(1)
-        return _continue(graph, node, shifted, origin, activation, depth)
-    if node.kind == g.MUL:
-        scale = [t for t in node.const_inputs.values() if t.size == 1]
-        if scale and len(node.inputs) == 1:
-            return _continue(graph, node, value * float(np.asarray(scale[0].values()).reshape(-1)[0]), origin, activation, depth)
-        if is_zero and len(node.inputs) >= 2:
-            # A zero gate times a computed value is still zero (adaLN-Zero, gated branches):
-            # where the product goes decides, e.g. a residual add is the intended pattern.
-            return _continue(graph, node, value, origin, activation, depth)
-        return RECOVERABLE, "its output is constant at init (multiplied by a gate)"
-    if node.kind == g.ACTIVATION:
-        name = node.activation
-        if activations.blocks_gradient(name, value):
-            where = "0" if is_zero else "<= 0"
-            return FATAL, f"it feeds {name} at a constant pre-activation {where}, whose gradient is exactly 0: this layer and every layer before it get zero gradient forever"
-        applied = activations.apply(name, value, scalar(node.attrs.get("alpha")))
-        if applied is None:
-            return RECOVERABLE, f"its output is constant at init (then {name})"
-        return _continue(graph, node, applied, origin, name, depth)
-    if node.is_weighted:
-        if _is_zero_layer(node) or (node.weight is not None and node.weight.stats.all_zero):
-            if is_zero:
-                return FATAL, f"it feeds another all-zero layer ({node.weight.name}) with a zero input: neither can get a gradient"
-            return RECOVERABLE, f"it feeds another all-zero layer ({node.weight.name}), which gets a constant input"
-        if is_zero and node.kind != g.EMBEDDING:
-            # A linear layer keeps the zero (plus its own bias): where it ends decides.
-            bias = node.bias
-            passed = np.asarray(bias.values(), dtype=np.float64).reshape(-1) if bias is not None else np.zeros(1)
-            outcome = _continue(graph, node, passed, origin, activation, depth)
-            # Through a random linear layer the zero branch is still harmless if it ends in a
-            # residual add (PEFT's A = 0, B random); a head after it makes it a lone zero layer.
-            return outcome if outcome[0] == FATAL or outcome[1] == _RESIDUAL else (RECOVERABLE, _LONE)
-        return RECOVERABLE, _LONE
-    return RECOVERABLE, f"its output is constant at init (then {node.op})"
-
-
-def _continue(graph, node, value, origin, activation, depth):
-    nxt = graph.downstream(node)
-    if not nxt:
-        return ALLOWED, _HEAD
-    outcomes = [_follow(graph, n, value, origin, activation, depth + 1) for n in nxt]
-    return min(outcomes, key=lambda o: o[0])
+def _consequence(outcome: ConstantOutcome, count: int) -> str:
+    """What the zero layer's constant output does to training, in words, then the numbers."""
+    zeros = f"all {count:,} values are 0.0"
+    fate = outcome.fate
+    if fate == Fate.BLOCKED_BY_ACTIVATION:
+        where = "0" if outcome.zero_constant else "<= 0"
+        return (
+            f"this layer and every layer before it will never train: {zeros}, so it feeds {outcome.activation} "
+            f"a constant pre-activation {where}, where its gradient is exactly 0"
+        )
+    if fate == Fate.FEEDS_ZERO_LAYER:
+        if outcome.harm == Harm.FATAL:
+            return f"neither this layer nor {outcome.other_weight} can ever train: {zeros} and it feeds that all-zero layer a zero input, so each blocks the other's gradient"
+        return f"{_STARTS_EMPTY}: {zeros}, and it feeds another all-zero layer ({outcome.other_weight}) a constant input"
+    if fate == Fate.LONE_ZERO_LAYER:
+        return f"{_STARTS_EMPTY}, though training recovers through its random neighbours: {zeros}, so its output is a constant at init"
+    if fate == Fate.GATED:
+        return f"{_STARTS_EMPTY}: {zeros}, so its output is a constant at init (multiplied by a gate)"
+    if fate == Fate.UNKNOWN_ACTIVATION:
+        return f"{_STARTS_EMPTY}: {zeros}, so its output is a constant at init (then {outcome.activation})"
+    if fate == Fate.CONSTANT and outcome.op is not None:
+        return f"{_STARTS_EMPTY}: {zeros}, so its output is a constant at init (then {outcome.op})"
+    return f"{_STARTS_EMPTY}: {zeros}, so its output is a constant at init"
 
 
 _LORA_FACTORS = (("lora_A", "lora_B"), ("lora_embedding_A", "lora_embedding_B"))
+
+
+def _factor_a(name: str, partner: str) -> str:
+    """Of a LoRA pair, the A factor (the one to draw randomly)."""
+    return name if "lora_A" in name.split(".") or "lora_embedding_A" in name.split(".") else partner
 
 
 def _lora_partner(graph, name: str):
@@ -211,40 +173,6 @@ def _lora_partner(graph, name: str):
                 index = parts.index(mine)
                 return graph.tensors.get(".".join(parts[:index] + [theirs] + parts[index + 1 :]))
     return None
-
-
-def _computed_only_from(graph, layer: g.Layer, origin: g.Layer) -> bool:
-    """True when every path into ``layer`` starts at ``origin`` (so its value is a function of
-    origin's constant output); a layer that reads a model input is not."""
-    known: dict[str, bool] = {origin.name: True}
-    stack = [layer]
-    while stack:
-        node = stack[-1]
-        if node.name in known:
-            stack.pop()
-            continue
-        producers = graph.producers(node)
-        if not producers or any(known.get(p.name) is False for p in producers):
-            known[node.name] = False
-            stack.pop()
-            continue
-        pending = [p for p in producers if p.name not in known]
-        if pending:
-            stack.extend(pending)
-            continue
-        known[node.name] = True
-        stack.pop()
-    return known[layer.name]
-
-
-def _is_zero_layer(layer: g.Layer) -> bool:
-    weight, bias = layer.weight, layer.bias
-    return bool(
-        layer.is_weighted
-        and weight.ndim >= 2
-        and weight.stats.all_zero
-        and (bias is None or bias.stats.all_zero)
-    )
 
 
 # --- examples: the models this rule must and must not flag -----------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.prediction import Claim, Prediction, Quantity
 
 
 class ConstantWeights(Rule):
@@ -67,11 +68,14 @@ class ConstantWeights(Rule):
             evidence = {"value": stats.min, "count": weight.size}
             symmetric_next = _next_layers_keep_symmetry(graph, layer) if graph.has_structure else []
             bias_constant = layer.bias is None or layer.bias.stats.all_equal
+            # A constant layer's units compute the same value: all but one repeat another.
+            same = Prediction(Quantity.DUPLICATE_UNIT_FRACTION, Claim.ABOVE, 0.5, to_layer=layer.name, predicted=1 - 1 / layer.units) if (layer.units or 0) >= 3 and graph.has_structure else None
             if everything_constant and bias_constant:
                 yield self.finding(
                     weight.name,
                     f"{message}, and every weighted layer of the model is constant: the units of each layer stay identical forever (rank 1)",
                     evidence={**evidence, "constant_layers": len(candidates)},
+                    prediction=same,
                     fix=_FIX,
                 )
             elif symmetric_next and bias_constant:
@@ -80,6 +84,7 @@ class ConstantWeights(Rule):
                     weight.name,
                     f"{message}, and the next layer ({names}) treats its {layer.units} units alike: they stay identical forever (rank 1)",
                     evidence=evidence,
+                    prediction=same,
                     fix=_FIX,
                 )
             else:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import random_init_for
+from initlint.prediction import Claim, Prediction, Quantity
 
 
 class DuplicateUnits(Rule):
@@ -56,9 +58,12 @@ class DuplicateUnits(Rule):
             shown = "; ".join(_describe(group) for group in groups[:3])
             yield self.finding(
                 layer.weight.name,
+                f"this layer starts with fewer distinct features than units, since copied units compute the same thing: "
                 f"{stats.duplicate_rows} of {stats.rows} output units repeat another unit exactly (units {shown})",
                 evidence={"duplicate_units": stats.duplicate_rows, "units": stats.rows, "groups": groups},
-                fix="initialize the whole tensor at once (nn.init.kaiming_normal_(w)) instead of copying one unit",
+                # Identical weights give identical outputs (less each unit's own bias) on every input.
+                prediction=Prediction(Quantity.DUPLICATE_UNIT_FRACTION, Claim.ABOVE, 0.0, to_layer=layer.name, predicted=stats.duplicate_rows / stats.rows),
+                fix=f"{random_init_for(graph, layer)} on the whole tensor at once, instead of copying one unit",
             )
 
     must_flag = ()

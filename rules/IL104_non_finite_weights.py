@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from initlint.engine import Example, Rule, Severity
+from initlint.prediction import Claim, Prediction, Quantity
 
 
 class NonFiniteWeights(Rule):
@@ -45,6 +46,8 @@ class NonFiniteWeights(Rule):
     def check(self, ctx):
         graph = ctx.graph
         parameters = {t.name for layer in graph.layers.values() for t in layer.params.values()}
+        # A non-finite weight or bias of a weighted layer makes that layer's outputs non-finite.
+        owner = {t.name: layer.name for layer in graph.weighted_layers() for t in (layer.weight, layer.bias) if t is not None} if graph.has_structure else {}
         for name, tensor in graph.tensors.items():
             if not tensor.dtype.startswith(("float", "bfloat")):
                 continue
@@ -60,6 +63,7 @@ class NonFiniteWeights(Rule):
                 name,
                 f"{stats.nonfinite_count:,} of {stats.count:,} values are NaN or infinite (first at index {index})",
                 evidence={"nonfinite": stats.nonfinite_count, "count": stats.count, "first_index": list(index)},
+                prediction=Prediction(Quantity.NON_FINITE_FRACTION, Claim.ABOVE, 0.0, to_layer=owner[name]) if name in owner else None,
                 fix="find the division or log that produced it in the init code, or re-export the checkpoint",
             )
 

@@ -6,6 +6,7 @@ import math
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import random_init_for
 
 
 class NonzeroMeanWeights(Rule):
@@ -42,6 +43,8 @@ class NonzeroMeanWeights(Rule):
     ## Known false positives
     Trained weights can have small non-zero means; the coherent-part test keeps them below
     the thresholds in the cases measured. Normalization weights (1-D) are never tested.
+    On trained weights (layers matching no init scheme, or a trained model as a whole) a
+    finding of this rule is reported as info unless the probe confirms it (README, "Trained weights").
 
     ## References
     - docs/science.md §5 (non-zero mean: flag when |mean|/(std/sqrt(n)) > 6)
@@ -73,11 +76,12 @@ class NonzeroMeanWeights(Rule):
             severity = Severity.ERROR if coherent >= self.settings["coherent_error"] else Severity.WARNING
             yield self.finding(
                 weight.name,
-                f"mean {stats.mean:.4g} with std {std:.4g} over {stats.finite_count:,} values ({z:.0f} standard errors from 0); "
-                f"the shared component is {coherent:.1f}x the random part of each pre-activation (fan_in {fan_in})",
+                f"the units after this layer start out nearly alike, all pushed the same way by a shared offset: "
+                f"the offset is {coherent:.1f}x the input-dependent part of each pre-activation "
+                f"(mean {stats.mean:.4g} with std {std:.4g} over {stats.finite_count:,} values, {z:.0f} standard errors from 0, fan_in {fan_in})",
                 severity,
                 evidence={"mean": stats.mean, "std": std, "z": z, "coherent_ratio": coherent, "fan_in": fan_in},
-                fix="draw weights symmetric around zero: nn.init.uniform_(w, -a, a) or nn.init.normal_(w, mean=0.0, std=...)",
+                fix=f"{random_init_for(graph, layer)}: a zero-mean draw scaled by the layer's fan",
             )
 
     must_flag = ()

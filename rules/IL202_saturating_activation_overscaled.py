@@ -6,6 +6,7 @@ import math
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.signal import activation_gains, feeding_layer, weight_variance
 from initlint.example_models import plain_mlp
@@ -96,14 +97,14 @@ class SaturatingActivationOverscaled(Rule):
             direction = "explodes" if chi > 1.05 else "vanishes" if chi < 0.95 else "is preserved"
             yield self.finding(
                 layer.weight.name,
-                f"predicted pre-activation std {std:.2g} before {act.activation}: {fraction:.0%} of units beyond "
-                f"|z| > {SATURATION_POINT[act.activation]:g} (saturated); fan_in·Var(W) = {sigma_w2:.3g}, "
-                f"so the gradient {direction} by √χ = {math.sqrt(chi):.2f} per layer",
+                f"{fraction:.0%} of the units after this layer start saturated, where {act.activation} is flat and passes almost no gradient, "
+                f"and the gradient {direction} layer by layer (x{math.sqrt(chi):.2f} per layer): "
+                f"predicted pre-activation std {std:.2g} before {act.activation}, units beyond |z| > {SATURATION_POINT[act.activation]:g}; fan_in·Var(W) = {sigma_w2:.3g}",
                 severity,
                 evidence={"pre_activation_std": std, "saturated_fraction": fraction, "sigma_w2": sigma_w2, "sqrt_chi": math.sqrt(chi), "activation": act.activation},
                 # Measured on the weighted layer's output: the pre-activations the activation reads.
                 prediction=Prediction(Quantity.SATURATED_FRACTION, Claim.ABOVE, bound, to_layer=layer.name, predicted=fraction),
-                fix="nn.init.xavier_uniform_(w, gain=nn.init.calculate_gain('tanh')) before tanh, nn.init.xavier_uniform_(w) before sigmoid",
+                fix=random_init_for(graph, layer),
             )
 
     must_flag = ()

@@ -7,7 +7,8 @@ import math
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fingerprint import NORMAL, scale_tolerance
-from initlint.signal import feeding_layer, weight_variance
+from initlint.prediction import Claim, Prediction, Quantity
+from initlint.signal import feeding_layer, plain_chains, weight_variance
 from initlint.example_models import plain_mlp
 
 
@@ -58,6 +59,8 @@ class SeluWithoutLecun(Rule):
 
     def check(self, ctx):
         graph = ctx.graph
+        # Where SELU layers follow each other, the drift shows in the variance across the stack.
+        stack = {layer.name: chain for chain in plain_chains(graph, lambda layer, act: act.activation == "selu") for layer, _ in chain}
         for act in graph.layers.values():
             if act.kind != g.ACTIVATION or act.activation != "selu":
                 continue
@@ -78,12 +81,27 @@ class SeluWithoutLecun(Rule):
                 f"({fp.describe() if fp else 'no fingerprint'}), so the variance {drift} layer by layer",
                 severity,
                 evidence={"sigma_w2": sigma_w2, "init": fp.names if fp else []},
+                prediction=_drift(ctx, stack.get(layer.name), layer),
                 fix="nn.init.kaiming_normal_(w, nonlinearity='linear') (LeCun normal), zero bias, nn.AlphaDropout",
             )
 
     must_flag = ()
     must_not_flag = ()
 
+
+
+def _drift(ctx, chain, layer) -> Prediction | None:
+    """The claim: from the first layer of the SELU stack to this one (which includes this layer's
+    own fan_in·Var(W)), the input-dependent variance grows (or shrinks) instead of staying at
+    SELU's fixed point 1. The first layer of a stack has no measured layer before it: no claim."""
+    if not chain or chain[0][0].name == layer.name:
+        return None
+    first = chain[0][0].name
+    predicted = ctx.predicted_ratio(Quantity.FORWARD_VARIANCE_RATIO, first, layer.name)
+    if not predicted or predicted == 1.0:
+        return None
+    claim = Claim.ABOVE if predicted > 1 else Claim.BELOW
+    return Prediction(Quantity.FORWARD_VARIANCE_RATIO, claim, 1.0, from_layer=first, to_layer=layer.name, predicted=predicted)
 
 def _selu_mlp(init, depth: int = 6, width: int = 64):
     return plain_mlp(depth, "SELU", init, width)

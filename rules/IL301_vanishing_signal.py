@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.signal import first_crossings
 from initlint.example_models import plain_mlp
@@ -54,6 +55,8 @@ class VanishingSignal(Rule):
     ends), and branches whose output is under 1% of the residual sum they join, are not
     counted as vanishing forward: the skip carries the signal past them; all-zero layers are left to IL101. Ops initlint does
     not model pass the variance through unchanged and are listed in the notes.
+    On trained weights (layers matching no init scheme, or a trained model as a whole) a
+    finding of this rule is reported as info unless the probe confirms it (README, "Trained weights").
 
     ## References
     - docs/science.md §1-§4, §8
@@ -72,16 +75,27 @@ class VanishingSignal(Rule):
         for crossing in first_crossings(graph, low=self.settings["low"]):
             yield self.finding(
                 crossing.layer.weight.name,
-                f"{crossing.direction} signal vanishes: {crossing.describe()}, below {self.settings['low']:g}",
-                evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": crossing.anchor, "layers": crossing.layers_between},
+                f"{_effect(crossing)}: "
+                f"predicted {_what(crossing)} at layer {graph.label(crossing.layer.name)} is {crossing.judged_ratio:.2g}x that at layer {graph.label(crossing.anchor)} "
+                f"({crossing.layers_between} weighted layers, x{crossing.per_layer:.3g} per layer), below {self.settings['low']:g}",
+                evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": graph.label(crossing.anchor), "layers": crossing.layers_between},
                 prediction=Prediction(
-                    QUANTITY[crossing.direction], Claim.BELOW, self.settings["low"], from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
+                    QUANTITY[crossing.direction], Claim.BELOW, crossing.measured_threshold(self.settings["low"]), from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
                 ),
-                fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU (xavier with the activation's gain before tanh), or add normalization/residual connections",
+                fix=f"{random_init_for(graph, crossing.layer)} for each layer like it, or add normalization/residual connections",
             )
 
     must_flag = ()
     must_not_flag = ()
+
+
+def _effect(crossing) -> str:
+    """What the crossing does to training, in words."""
+    return "the deep layers see almost none of the input, so the model starts blind and learns slowly" if crossing.direction == "forward" else "the early layers barely learn: almost no gradient reaches them"
+
+
+def _what(crossing) -> str:
+    return "input-dependent signal variance" if crossing.direction == "forward" else "gradient norm"
 
 
 def _mlp(depth: int, init=None, width: int = 64):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.signal import first_crossings
 from initlint.example_models import plain_mlp
@@ -49,6 +50,8 @@ class ExplodingSignal(Rule):
     Pre-LN transformers grow their residual stream linearly with depth (ratios of a few
     units at 30 blocks, healthy). Ops initlint does not model pass the variance through
     unchanged and are listed in the notes.
+    On trained weights (layers matching no init scheme, or a trained model as a whole) a
+    finding of this rule is reported as info unless the probe confirms it (README, "Trained weights").
 
     ## References
     - docs/science.md §1-§4, §6, §10
@@ -66,16 +69,27 @@ class ExplodingSignal(Rule):
         for crossing in first_crossings(graph, high=self.settings["high"]):
             yield self.finding(
                 crossing.layer.weight.name,
-                f"{crossing.direction} signal explodes: {crossing.describe()}, above {self.settings['high']:g}",
-                evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": crossing.anchor, "layers": crossing.layers_between},
+                f"{_effect(crossing)}: "
+                f"predicted {_what(crossing)} at layer {graph.label(crossing.layer.name)} is {crossing.judged_ratio:.2g}x that at layer {graph.label(crossing.anchor)} "
+                f"({crossing.layers_between} weighted layers, x{crossing.per_layer:.3g} per layer), above {self.settings['high']:g}",
+                evidence={"direction": crossing.direction, "ratio": crossing.ratio, "per_layer": crossing.per_layer, "reference": graph.label(crossing.anchor), "layers": crossing.layers_between},
                 prediction=Prediction(
-                    QUANTITY[crossing.direction], Claim.ABOVE, self.settings["high"], from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
+                    QUANTITY[crossing.direction], Claim.ABOVE, crossing.measured_threshold(self.settings["high"]), from_layer=crossing.anchor, to_layer=crossing.layer.name, predicted=crossing.ratio
                 ),
-                fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU, std = gain/sqrt(fan_in) for custom normal init, or add normalization",
+                fix=f"{random_init_for(graph, crossing.layer)} for each layer like it, or add normalization",
             )
 
     must_flag = ()
     must_not_flag = ()
+
+
+def _effect(crossing) -> str:
+    """What the crossing does to training, in words."""
+    return "training starts unstable: the activations blow up on their way through the network" if crossing.direction == "forward" else "training starts unstable: the gradient blows up on its way back to the early layers"
+
+
+def _what(crossing) -> str:
+    return "input-dependent signal variance" if crossing.direction == "forward" else "gradient norm"
 
 
 def _mlp(depth: int, width: int, init=None):

@@ -85,10 +85,10 @@ class DeepSaturatingStack(Rule):
             per_layer = factor ** (1.0 / len(chain))
             yield self.finding(
                 first.weight.name,
-                f"{len(chain)} consecutive {'/'.join(kinds)} layers without normalization or skip connections "
-                f"({sigmoids} sigmoid): predicted gradient factor {factor:.2g} across the stack (√χ = {per_layer:.3f} per layer)",
+                f"the first layers of this stack barely learn: the gradient shrinks through {len(chain)} consecutive {'/'.join(kinds)} layers "
+                f"without normalization or skip connections ({sigmoids} sigmoid) to {factor:.2g} of its size (x{per_layer:.3f} per layer)",
                 severity,
-                evidence={"layers": [layer.name for layer, _ in chain], "sigmoid_layers": sigmoids, "gradient_factor": factor, "sqrt_chi": per_layer},
+                evidence={"layers": [graph.label(layer.name) for layer, _ in chain], "sigmoid_layers": sigmoids, "gradient_factor": factor, "sqrt_chi": per_layer},
                 prediction=_prediction(ctx, chain, factor, bound),
                 fix="use ReLU/GELU with He init for hidden layers (sigmoid only for gates and outputs), or add normalization/residual connections",
             )

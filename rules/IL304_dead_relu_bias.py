@@ -51,6 +51,8 @@ class DeadReluBias(Rule):
     The prediction assumes inputs of variance one at the first layer; inputs with a large
     positive mean can keep units alive that look dead here. The probe measures the dead
     fraction on real batches.
+    On trained weights (layers matching no init scheme, or a trained model as a whole) a
+    finding of this rule is reported as info unless the probe confirms it (README, "Trained weights").
 
     ## References
     - docs/science.md §5 (dead ReLU from bias), §8 (dead units, AUTOTRAINER γ = 0.7), §11 (means)

@@ -73,8 +73,8 @@ class DeadUnits(Rule):
             if dead is not None and dead > limit and row.layer not in zero and units >= self.settings["min_units"]:
                 yield self.finding(
                     row.weight or row.layer,
-                    f"{dead:.0%} of the units after {row.layer} are inactive (<= 0) for every sample of the probe batch (above {limit:.0%})",
-                    evidence={"dead_fraction": dead, "layer": row.layer},
+                    f"{dead:.0%} of the units after layer {graph.label(row.layer)} are inactive (<= 0) for every sample of the probe batch (above {limit:.0%})",
+                    evidence={"dead_fraction": dead, "layer": graph.label(row.layer)},
                     fix="initialize the bias to zero (or slightly positive) and keep the weights fan-scaled; consider LeakyReLU",
                 )
 

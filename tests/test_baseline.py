@@ -20,7 +20,8 @@ def zoo(tmp_path, monkeypatch):
 
 
 def run(*args):
-    return CliRunner().invoke(main, ["check", "--jobs", "1", *args])
+    # The static findings only: --probe auto would add what the probe measures (IL404 behind the zero layer).
+    return CliRunner().invoke(main, ["check", "--jobs", "1", "--probe", "never", *args])
 
 
 def test_write_baseline_records_findings_with_stable_keys(zoo):

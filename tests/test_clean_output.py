@@ -53,3 +53,11 @@ def test_nan_detection_is_not_fooled_by_words():
     assert NUMERIC_NAN.search("predicted pre-activation std nan before tanh")
     assert NUMERIC_NAN.search("nan% of units")
     assert not NUMERIC_NAN.search("1 of 1 values are NaN or infinite; fc.nan_guard")
+
+
+def test_json_holds_no_non_finite_number():
+    import numpy as np
+
+    from initlint.report import finite_json
+
+    assert finite_json({"q": float("nan"), "rows": [np.float32("inf"), 1.5, 2, True], "name": "nan"}) == {"q": None, "rows": [None, 1.5, 2, True], "name": "nan"}

@@ -115,7 +115,7 @@ def test_parallel_matches_serial_and_keeps_order(tree):
 
 def test_unreadable_model_does_not_stop_the_others(tree):
     (tree / "m" / "bad.onnx").write_bytes(b"garbage")
-    result = CliRunner().invoke(main, ["check", "m", "--jobs", "2", "--format", "json"])
+    result = CliRunner().invoke(main, ["check", "m", "--jobs", "2", "--format", "json", "--probe", "never"])
     results = {r["target"]: r for r in json.loads(result.output)["results"]}
     assert results["m/bad.onnx"]["error"]
     assert [f["code"] for f in results["m/sub/b.onnx"]["findings"]] == ["IL101"]
@@ -159,7 +159,7 @@ def test_progress_bar_reports_to_stderr(tree, capsys):
 
 
 def test_text_output_has_summary_table(tree):
-    result = CliRunner().invoke(main, ["check", "m", "--jobs", "1", "--exclude", "build", "--exclude", "legacy"])
+    result = CliRunner().invoke(main, ["check", "m", "--jobs", "1", "--probe", "never", "--exclude", "build", "--exclude", "legacy"])
     assert result.exit_code == 1
     table = result.output.split("\n\n")[-1].splitlines()
     assert table[0].split() == ["model", "errors", "warnings", "info", "status"]

@@ -2,6 +2,10 @@
 
 must_flag: each listed location carries the rule's code at (at least) the listed severity.
 must_not_flag: the rule reports nothing at warning or above (info is not a flag).
+
+Then the same examples through the probe: a must-flag finding's prediction ends ``confirmed``
+(or the rule's claim is one the probe cannot measure, for the reason in UNMEASURED), and a
+must-not-flag example has no error after the probe either.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from initlint.engine import Severity  # noqa: E402
-from initlint.testing import all_examples, example_input, findings_for, graph_of  # noqa: E402
+from initlint.testing import all_examples, example_input, findings_for, graph_of, probed_findings  # noqa: E402
 
 # Static rules read the graph; probe rules get the dynamic probe run on the example first.
 CASES = [
@@ -81,3 +85,38 @@ def test_dead_relu_bias_message_states_a_negative_threshold():
     assert bound and float(bound.group(1)) < 0, finding.message
     assert finding.message.startswith(tuple("0123456789")) and "will not train" in finding.message
     assert f'nn.init.zeros_(model.get_parameter("{finding.location}"))' in finding.fix
+
+
+# Rules whose claim is not (yet) a quantity the probe measures, and why.
+UNMEASURED = {
+    "IL106": "an uninitialized value is judged by its magnitude in the file; no claim about the signal is made",
+    "IL105": "the shared component of a nonzero-mean weight depends on the input's mean, which the probe's N(0, 1) batch lacks",
+}
+# Findings that make no claim, by rule: IL101's zero layer chained behind a fatal one (the
+# fatal one carries the claim); IL203's first layer of a SELU stack (no measured layer before it).
+WARNINGS_WITHOUT_CLAIM = {"IL101", "IL203"}
+
+
+@pytest.mark.parametrize("rule, kind, example, form", CASES)
+def test_rule_example_verdict_after_the_probe(rule, kind, example, form, tmp_path):
+    torch.manual_seed(0)
+    model = example.build()
+    graph = graph_of(model, form, example_input(example), tmp_path)
+    findings, measurement = probed_findings(rule, graph, example)
+    assert measurement.ok, measurement.reason
+    if kind == "must_not_flag":
+        errors = [(f.location, f.message) for f in findings if f.severity >= Severity.ERROR]
+        assert not errors, f"{rule.code} still errs on a model it must not flag after the probe: {errors}"
+        return
+    if rule.stage == "probe":
+        assert all(f.prediction is None for f in findings)  # a probe finding is itself the measurement
+        return
+    flagged = [f for f in findings if f.location in example.flagged]
+    assert flagged
+    for finding in flagged:
+        verdict = finding.probe["verdict"]
+        if rule.code in UNMEASURED or (finding.prediction is None and rule.code in WARNINGS_WITHOUT_CLAIM and finding.severity < Severity.ERROR):
+            assert finding.prediction is None and verdict == "inconclusive"
+            continue
+        assert finding.prediction is not None, f"{rule.code} at {finding.location} makes no claim the probe can check"
+        assert verdict == "confirmed", f"{rule.code} at {finding.location}: {finding.probe}"

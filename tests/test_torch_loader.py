@@ -171,7 +171,9 @@ def test_torchscript_falls_back_to_module_order(forms, monkeypatch):
         raise ValueError("unexpected node")
 
     monkeypatch.setattr(torchscript, "_graph_from_torchscript", unreadable)
-    result = _il1(forms["paths"]["torchscript"], trust_pickle=True)
+    guessed = lint_target(forms["paths"]["torchscript"], LintOptions(select=["IL1"], probe="never", load=LoadOptions(trust_pickle=True)))
+    assert "could not check" in guessed.error and "module order" in guessed.error  # never passed silently
+    result = lint_target(forms["paths"]["torchscript"], LintOptions(select=["IL1"], probe="never", allow_empty=True, load=LoadOptions(trust_pickle=True)))
     assert any("registered" in note and "unexpected node" in note for note in result.notes), result.notes
     assert _findings(result, with_severity=False) == _findings(_il1(forms["paths"]["spec"]), with_severity=False)
     fc1 = result.graph.layers["fc1"]

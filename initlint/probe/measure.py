@@ -21,15 +21,17 @@ from dataclasses import dataclass
 from .. import graph as g
 from ..graph import ModelGraph
 from ..measurement import UNFREEZE_STEPS, LayerMeasurement, ProbeMeasurement, median
-from ..prediction import Prediction
+from ..prediction import Prediction, Quantity
 from ..verdict import wants_more_seeds
 from .model import Runnable
 
 # One seed first; more (up to this many) only where a measurement is near a threshold.
 MAX_SEEDS = 3
 # The whole-model gradient ratio's bounds (IL401, IL402; docs/science.md §8), in amplitude: a
-# one-seed ratio within half a decade of one gets the other seeds too.
+# one-seed ratio within a quarter decade (1.8x) of one gets the other seeds too. Seeds move a
+# deep network's whole-model ratio by a few percent (ResNet-50: 35.7 to 36.6).
 GRADIENT_BOUNDS = (1e-3, 70.0)
+GRADIENT_NEAR_DECADES = 0.25
 # Optimizer for the frozen-parameter check and --train-steps: plain SGD, because Adam's
 # per-parameter normalization trains many badly initialized nets that SGD cannot (docs/science.md §10).
 SGD_LR = 0.01
@@ -86,9 +88,9 @@ def first_tensor(output):
     if isinstance(logits, torch.Tensor):
         return logits
     values = output.values() if isinstance(output, dict) else output if isinstance(output, (tuple, list)) else ()
-    for value in values:
+    for value in values:  # the first floating-point one: scikit-learn exports return the label first
         found = first_tensor(value)
-        if found is not None:
+        if found is not None and found.is_floating_point():
             return found
     return None
 
@@ -203,7 +205,30 @@ def _first(output):
     return None
 
 
-def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> tuple[dict[str, dict], dict[str, object], float, str]:
+def _unit_checks(predictions) -> dict[str, set[str]]:
+    """Per layer, the costlier per-unit checks a finding asks for (duplicate units, non-finite outputs)."""
+    wanted: dict[str, set[str]] = {}
+    for prediction in predictions:
+        if prediction.quantity in (Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION):
+            wanted.setdefault(prediction.to_layer, set()).add(prediction.quantity.value)
+    return wanted
+
+
+def _duplicate_fraction(torch, value, unit_axis: int) -> float:
+    """Share of units whose output less its mean repeats another unit's (to 5 significant digits)."""
+    if value.ndim < 2:
+        return float("nan")
+    axis = unit_axis % value.ndim
+    rows = value.movedim(axis, 0).reshape(value.shape[axis], -1).double()
+    rows = rows - rows.mean(dim=1, keepdim=True)
+    scale = float(rows.abs().amax())
+    if not math.isfinite(scale) or scale == 0:
+        return 1.0 - 1.0 / rows.shape[0] if scale == 0 else float("nan")
+    distinct = torch.unique(torch.round(rows / scale * 1e5), dim=0).shape[0]
+    return 1.0 - distinct / rows.shape[0]
+
+
+def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int, checks: dict | None = None) -> tuple:
     """Forward + backward on the batch of ``seed``; per-layer numbers and per-parameter gradients."""
     module = runnable.module
     modules = dict(module.named_modules())
@@ -220,6 +245,11 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int) -> 
                 row.update(_output_stats(torch, out.detach().float(), _mod, w.unit_axis, w.dead_from_output))
                 if w.saturation_at is not None:
                     row["saturated_fraction"] = float((out.detach().abs() > w.saturation_at).float().mean())
+                wanted = (checks or {}).get(w.layer.name, ())
+                if "non_finite_fraction" in wanted:
+                    row["non_finite_fraction"] = float((~torch.isfinite(out.detach())).float().mean())
+                if "duplicate_unit_fraction" in wanted:
+                    row["duplicate_fraction"] = _duplicate_fraction(torch, out.detach(), w.unit_axis)
             # Backward signal: the loss gradient with respect to the layer's input. Unlike the
             # gradient at its output, it does not depend on the scale of a weight that feeds a
             # normalization (BatchNorm divides that scale out forward and multiplies it in backward).
@@ -283,9 +313,9 @@ def _ratio(num, den) -> float | None:
 
 
 _MEASURED = ("units", "mean", "std", "second_moment", "weight_second_moment", "input_variance", "grad_norm", "grad_rms", "grad_out_norm",
-             "weight_grad_norm", "grad_to_weight", "dead_fraction", "saturated_fraction")
+             "weight_grad_norm", "grad_to_weight", "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction")
 # What verdicts are judged on, kept per seed.
-_PER_SEED = ("input_variance", "grad_norm", "grad_out_norm", "dead_fraction", "saturated_fraction")
+_PER_SEED = ("input_variance", "grad_norm", "grad_out_norm", "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction")
 
 
 def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, train_steps: int = 0, progress=None,
@@ -319,7 +349,7 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
                 break
         if progress:
             progress(f"seed {i + 1}")
-        rows, grads, loss, loss_name, shape = _one_pass(torch, runnable, watched, s)
+        rows, grads, loss, loss_name, shape = _one_pass(torch, runnable, watched, s, _unit_checks(predictions))
         losses.append(loss)
         shapes.append(shape)
         seeds.append(s)
@@ -353,13 +383,14 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
     except ProbeTimeout as exc:
         # The passes stand; a frozen-parameter check cut short confirms nothing.
         result.frozen_parameters = []
+        result.frozen_checked = False
         result.notes.append(f"{exc}; the measured passes are kept")
     return result
 
 
 def _wants_more(partial: ProbeMeasurement, predictions) -> bool:
     gradient = partial.gradient_ratio
-    if gradient is not None and gradient > 0 and any(abs(math.log10(gradient / bound)) < 0.5 for bound in GRADIENT_BOUNDS):
+    if gradient is not None and gradient > 0 and any(abs(math.log10(gradient / bound)) < GRADIENT_NEAR_DECADES for bound in GRADIENT_BOUNDS):
         return True
     return wants_more_seeds(list(predictions), partial)
 

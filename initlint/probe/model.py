@@ -14,11 +14,15 @@ import numpy as np
 
 from .. import graph as g
 from ..graph import ModelGraph
+from .onnx_ops import register_converters, rewrite_ml_ops
 
 # Small defaults for dimensions nobody fixed (docs/science.md §8: a batch of a few hundred samples
 # where the model is small, fewer where one sample is large).
 SAMPLE_ELEMENTS_BUDGET = 2**20
 MIN_BATCH, MAX_BATCH = 8, 256
+# A convolution's statistics pool over positions as well as samples: a 28x28 image gives 784
+# values per channel, so a smaller batch measures as well, at a fraction of the cost.
+SPATIAL_ELEMENTS_BUDGET = 2**16
 DEFAULT_SEQUENCE = 16
 # Spatial sizes tried in order for a conv model with no example input: the first one the model
 # accepts is used. 224 first for 2-D: the gradient-ratio thresholds were calibrated at the usual
@@ -67,8 +71,8 @@ class Runnable:
     notes: list[str] = field(default_factory=list)
 
 
-def batch_for(sample_elements: int) -> int:
-    batch = SAMPLE_ELEMENTS_BUDGET // max(sample_elements, 1)
+def batch_for(sample_elements: int, budget: int = SAMPLE_ELEMENTS_BUDGET) -> int:
+    batch = budget // max(sample_elements, 1)
     return int(min(MAX_BATCH, max(MIN_BATCH, batch)))
 
 
@@ -211,6 +215,7 @@ def _shape_from_first_layer(graph, module) -> tuple[tuple[int, ...], str]:
     import torch
 
     nn = torch.nn
+    global_pools = (nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
     first = None
     for _, sub in module.named_modules():
         if isinstance(sub, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Embedding, nn.EmbeddingBag, nn.RNNBase, nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)):
@@ -228,7 +233,12 @@ def _shape_from_first_layer(graph, module) -> tuple[tuple[int, ...], str]:
         return ((batch, DEFAULT_SEQUENCE, first.input_size) if first.batch_first else (DEFAULT_SEQUENCE, batch, first.input_size)), "float32"
     channels = first.in_channels
     tried = []
-    for spatial in SPATIAL_CANDIDATES[first.weight.ndim - 2]:
+    candidates = SPATIAL_CANDIDATES[first.weight.ndim - 2]
+    if not any(isinstance(sub, global_pools) for sub in module.modules()):
+        # Without a global pooling the per-position statistics the ratios are made of do not
+        # depend on the spatial size: the smallest size the model accepts costs the least.
+        candidates = sorted(candidates, key=math.prod)
+    for spatial in candidates:
         try:  # a model with a Flatten + Linear accepts one size only: find it on a batch of 2
             with torch.no_grad():
                 module(torch.zeros((2, channels, *spatial)))
@@ -236,7 +246,7 @@ def _shape_from_first_layer(graph, module) -> tuple[tuple[int, ...], str]:
             tried.append("x".join(map(str, spatial)))
             continue
         per_sample = channels * math.prod(spatial)
-        return (batch_for(per_sample), channels, *spatial), "float32"
+        return (batch_for(per_sample, SPATIAL_ELEMENTS_BUDGET), channels, *spatial), "float32"
     raise ProbeUnavailable(f"no example input, and the model accepted none of the input sizes tried ({', '.join(tried)}); use --input-shape")
 
 
@@ -255,12 +265,19 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
         proto = onnx.load(graph.target)
     except Exception as exc:
         raise ProbeUnavailable(f"the ONNX file could not be loaded with its weights ({type(exc).__name__}: {exc})") from None
-    layer_of_node = _onnx_layer_names(proto)
+    # The loader's own names for the top-level nodes: one naming, shared with the findings.
+    layer_of_node = dict(graph.metadata.get("onnx_layer_of_node") or _onnx_layer_names(proto))
     original_initializers = {init.name for init in proto.graph.initializer}
     for index, node in enumerate(proto.graph.node):
         node.name = f"n{index}"  # module names onnx2torch can use, and that map back to layers
     _training_form(proto)
     _add_missing_converters()
+    register_converters()
+    rewrite_ml_ops(proto)
+    try:  # shapes on every value: converters such as BatchNorm's pick their module by rank
+        proto = onnx.shape_inference.infer_shapes(proto)
+    except Exception:
+        pass
     notes = _older_converters(proto)
     restored = _restore_folded_norms(proto, graph, layer_of_node)
     if restored:
@@ -452,7 +469,6 @@ def _onnx_parameters(torch, module, proto, trainable: set[str]) -> dict[str, str
     """
     initializers = {init.name for init in proto.graph.initializer}
     names: dict[str, str] = {}
-    counter = 0
     for node in proto.graph.node:
         sub = getattr(module, node.name, None)
         if sub is None:
@@ -464,13 +480,15 @@ def _onnx_parameters(torch, module, proto, trainable: set[str]) -> dict[str, str
             if match is not None:
                 inits.remove(match)
                 names[f"{node.name}.{pname}"] = match
-        mapping = getattr(sub, "onnx_mapping", None)
-        for value in getattr(mapping, "inputs", ()):
-            if value in initializers:
-                buffer_name = f"onnx_initializer_{counter}"
-                counter += 1
-                if value in trainable:
-                    names[f"initializers.{buffer_name}"] = value
+    # Which buffer holds which initializer: read off the converted graph itself (each module
+    # call's arguments follow its onnx_mapping inputs), not re-counted here.
+    for fx_node in module.graph.nodes:
+        if fx_node.op != "call_module":
+            continue
+        mapping = getattr(module.get_submodule(fx_node.target), "onnx_mapping", None)
+        for value, arg in zip(getattr(mapping, "inputs", ()), fx_node.args):
+            if value in trainable and getattr(arg, "op", None) == "get_attr" and module.get_buffer(str(arg.target)).is_floating_point():
+                names[str(arg.target)] = value  # class labels and indices are not weights
     container = getattr(module, "initializers", None)
     if container is not None:
         for key, value in list(container.named_buffers(recurse=False)):

@@ -18,7 +18,7 @@ from .structure import graph_from_keras
 
 KERAS_HINT = "install the keras extra: pip install 'initlint[keras]' (Keras 3 on its PyTorch backend; TensorFlow is not needed)"
 UNSAFE_HINT = (
-    "pass --trust-pickle only if you trust where the file came from: Keras' unsafe mode runs code "
+    "pass --trust-code only if you trust where the file came from: Keras' unsafe mode runs code "
     "stored in the archive (a Lambda layer's bytecode)"
 )
 
@@ -84,6 +84,6 @@ def load_keras_file(target: str, options) -> ModelGraph:
         raise InitlintError(target, f"not a loadable Keras archive ({type(exc).__name__}: {message[:200]})") from None
     graph = graph_from_keras(model, target, fmt="keras", options=options)
     if trusted:
-        graph.notes.append("loaded in Keras' unsafe mode (--trust-pickle)")
+        graph.notes.append("loaded in Keras' unsafe mode (--trust-code)")
     return graph
 

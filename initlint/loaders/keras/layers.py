@@ -224,17 +224,17 @@ def _relu_layer(name: str, cls: str, op) -> Layer:
     return Layer(name=name, kind=g.ACTIVATION, op=cls, attrs={"activation": activation})
 
 
-def _receptive(kernel: Tensor, trailing: int = 2) -> int:
-    return math.prod(kernel.shape[:-trailing]) if kernel.ndim > trailing else 1
+def _torch_order(kernel: Tensor) -> tuple[int, ...]:
+    """Keras' [k..., a, b] kernel shape as torch's [b, a, k...], for graph.conv_fans."""
+    return (kernel.shape[-1], kernel.shape[-2], *kernel.shape[:-2])
 
 
 def _conv(name: str, op, weights: dict[str, Tensor]) -> Layer:
     """Conv1D/2D/3D: kernel [k..., in/groups, out]; per-group fans, as for torch (science §2)."""
     kernel = weights["kernel"]
     groups = int(getattr(op, "groups", 1) or 1)
-    receptive = _receptive(kernel)
     layer = Layer(name=name, kind=g.CONV, op=type(op).__name__, params={"weight": kernel}, unit_axis=-1, attrs={"groups": groups})
-    layer.fan_in, layer.fan_out = kernel.shape[-2] * receptive, (kernel.shape[-1] // max(groups, 1)) * receptive
+    layer.fan_in, layer.fan_out = g.conv_fans(_torch_order(kernel), groups)
     _bias(layer, weights)
     return layer
 
@@ -242,18 +242,18 @@ def _conv(name: str, op, weights: dict[str, Tensor]) -> Layer:
 def _conv_transpose(name: str, op, weights: dict[str, Tensor]) -> Layer:
     """Conv*Transpose: kernel [k..., out, in]: the roles of the last two axes swap."""
     kernel = weights["kernel"]
-    receptive = _receptive(kernel)
     layer = Layer(name=name, kind=g.CONV_TRANSPOSE, op=type(op).__name__, params={"weight": kernel}, unit_axis=-2, attrs={"groups": 1})
-    layer.fan_in, layer.fan_out = kernel.shape[-1] * receptive, kernel.shape[-2] * receptive
+    layer.fan_in, layer.fan_out = g.conv_fans(_torch_order(kernel), 1, transposed=True)  # [k..., out, in] -> [in, out, k...]
     _bias(layer, weights)
     return layer
 
 
 def _depthwise(name: str, op, kernel: Tensor, bias: Tensor | None) -> Layer:
     """Depthwise kernel [k..., channels, multiplier]: each output sees one channel's window."""
-    receptive = _receptive(kernel)
-    layer = Layer(name=name, kind=g.CONV, op=type(op).__name__, params={"weight": kernel}, unit_axis=-2, attrs={"groups": kernel.shape[-2]})
-    layer.fan_in, layer.fan_out = receptive, receptive * kernel.shape[-1]
+    channels, multiplier = kernel.shape[-2], kernel.shape[-1]
+    layer = Layer(name=name, kind=g.CONV, op=type(op).__name__, params={"weight": kernel}, unit_axis=-2, attrs={"groups": channels})
+    # as torch's grouped conv [channels·multiplier, 1, k...] with one group per channel
+    layer.fan_in, layer.fan_out = g.conv_fans((channels * multiplier, 1, *kernel.shape[:-2]), channels)
     if bias is not None:
         layer.params["bias"] = bias
     return layer

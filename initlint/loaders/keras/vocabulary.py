@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-_CALL = re.compile(r"nn\.init\.(?P<fn>\w+)\((?P<args>[^()]*)\)")
+# Arguments may hold one level of calls: nn.init.zeros_(model.get_parameter("fc1.bias")).
+_CALL = re.compile(r"nn\.init\.(?P<fn>\w+)\((?P<args>(?:[^()]|\([^()]*\))*)\)")
 _GAIN = re.compile(r"nn\.init\.calculate_gain\(['\"](\w+)['\"]\)")
 _GAINS = {"tanh": 5.0 / 3.0, "relu": 2.0**0.5, "sigmoid": 1.0, "linear": 1.0, "selu": 0.75}  # torch's calculate_gain
 _KERAS_ASIDE = re.compile(r"\s*\(Keras: [^()]*\)")

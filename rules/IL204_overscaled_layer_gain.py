@@ -1,0 +1,137 @@
+"""IL204 overscaled-layer-gain."""
+
+from __future__ import annotations
+
+from initlint import graph as g
+from initlint.engine import Example, Rule, Severity
+from initlint.prediction import Claim, Prediction, Quantity
+from initlint.signal import reliable, weight_second_moment
+
+GAIN_KINDS = (g.LINEAR, g.CONV, g.CONV_TRANSPOSE)
+
+
+class OverscaledLayerGain(Rule):
+    """One layer multiplies the signal's variance by far more than one: its weights ignore the fan.
+
+    ## What it does
+    For every linear and convolution layer whose output is not normalized, computes its gain
+    fan_in·E[W²]·g(φ), where g(φ) = E[φ(z)²]/E[z²] is the forward gain of the activation after
+    it at the pre-activation scale the signal propagation predicts (1 without one). An error
+    when the gain exceeds `max_gain`, a warning above `warn_gain`. No depth is needed: one
+    such layer is enough.
+
+    ## Why is this bad?
+    A variance-preserving layer has gain 1 (He init before ReLU: fan_in·2/fan_in·½). Weights
+    drawn without regard to the fan, `torch.randn(shape)` or `nn.init.normal_(w)` (std 1),
+    give a gain of about fan_in·g(φ): 500 for a 1000-input ReLU layer. Its outputs, and the
+    gradients of the layers before it, are then ~sqrt(gain) times too large, which saturates
+    the next activation or the softmax and makes the first updates huge. IL302 catches the
+    compound growth along depth; this rule catches the single layer.
+
+    ## Example
+    ```python
+    hidden = nn.Linear(1000, 100)
+    hidden.weight = nn.Parameter(torch.randn(100, 1000))  # std 1: gain ≈ 1000 · ½ = 500
+    ```
+
+    ## How to fix
+    `nn.init.kaiming_normal_(w, nonlinearity="relu")` before ReLU, `xavier_uniform_` with the
+    activation's gain before tanh, or std = gain/sqrt(fan_in) for a custom normal init.
+
+    ## Options
+    - `max_gain` (100.0): the gain above which it is an error (the output std 10x too large).
+    - `warn_gain` (10.0): above which it is a warning.
+
+    ## Known false positives
+    Layers followed by a normalization are scale-invariant and not judged; layers whose
+    weights match no init scheme (trained models) are not judged either.
+
+    ## References
+    - docs/science.md §1 (σ_w² = fan_in·Var(W)), §2 (the variance of each scheme), §3 (gains), §11
+    - He et al. 2015, "Delving Deep into Rectifiers"
+    """
+
+    code = "IL204"
+    name = "overscaled-layer-gain"
+    severity = Severity.ERROR
+    needs_structure = True
+    options = {"max_gain": 100.0, "warn_gain": 10.0}
+
+    def check(self, ctx):
+        graph = ctx.graph
+        if not reliable(graph):
+            return
+        sig = ctx.signal
+        for layer in graph.layers.values():
+            if not layer.is_weighted or layer.kind not in GAIN_KINDS or not layer.fan_in or layer.weight.stats.all_zero:
+                continue
+            following = graph.downstream(layer)
+            if any(nxt.kind == g.NORM for nxt in following) or layer.name in sig.folded_norm:
+                continue
+            fp = ctx.fingerprint(layer)
+            if fp is not None and fp.status == "unrecognized":
+                continue
+            act = graph.activation_after(layer)
+            act_gain = 1.0
+            if act is not None and act.name in sig.layers and sig[act.name].q_in > 0:
+                act_gain = sig[act.name].q_out / sig[act.name].q_in
+            gain = layer.fan_in * weight_second_moment(layer) * act_gain
+            if gain <= self.settings["warn_gain"]:
+                continue
+            severity = Severity.ERROR if gain > self.settings["max_gain"] else Severity.WARNING
+            previous = _previous_weighted(graph, layer)
+            prediction = None
+            if previous is not None:
+                predicted = ctx.predicted_ratio(Quantity.FORWARD_VARIANCE_RATIO, previous.name, layer.name)
+                if predicted is not None and predicted > self.settings["warn_gain"]:
+                    prediction = Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.ABOVE, self.settings["warn_gain"], from_layer=previous.name, to_layer=layer.name, predicted=predicted)
+            after = f" and {act.activation} (gain {act_gain:.2g})" if act is not None and act.activation else ""
+            yield self.finding(
+                layer.weight.name,
+                f"layer gain fan_in·E[W²]·g(φ) = {layer.fan_in}·{weight_second_moment(layer):.3g}{after} = {gain:.3g}: "
+                f"one layer multiplies the signal variance by {gain:.3g} (a variance-preserving init gives 1)",
+                severity,
+                evidence={"gain": gain, "fan_in": layer.fan_in, "weight_second_moment": weight_second_moment(layer), "activation_gain": act_gain},
+                prediction=prediction,
+                fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU, or std = gain/sqrt(fan_in) for a custom normal init",
+            )
+
+    must_flag = ()
+    must_not_flag = ()
+
+
+def _previous_weighted(graph: g.ModelGraph, layer: g.Layer) -> g.Layer | None:
+    before = graph.upstream(layer, g.TRANSPARENT_KINDS | {g.ACTIVATION})
+    return before[0] if len(before) == 1 and before[0].is_weighted and before[0].kind in GAIN_KINDS else None
+
+
+def two_layer_randn():
+    import torch
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 4))
+    nn.init.kaiming_normal_(model[0].weight, nonlinearity="relu")
+    model[2].weight = nn.Parameter(torch.randn(256, 256))
+    return model
+
+
+def two_layer_he():
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 256), nn.ReLU(), nn.Linear(256, 256), nn.ReLU(), nn.Linear(256, 4))
+    for i in (0, 2):
+        nn.init.kaiming_normal_(model[i].weight, nonlinearity="relu")
+    return model
+
+
+def randn_before_batchnorm():
+    import torch
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 256), nn.BatchNorm1d(256), nn.ReLU(), nn.Linear(256, 4))
+    model[0].weight = nn.Parameter(torch.randn(256, 16))
+    return model
+
+
+OverscaledLayerGain.must_flag = (Example(two_layer_randn, flagged=("2.weight",), severity="error"),)
+OverscaledLayerGain.must_not_flag = (Example(two_layer_he), Example(randn_before_batchnorm))
