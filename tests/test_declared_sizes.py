@@ -100,7 +100,7 @@ def _matmul_model(path, input_dims, initializers=None, sparse=None, constant=Non
         nodes.insert(0, helper.make_node("Constant", [], ["W"], name="const", value=numpy_helper.from_array(constant, "W")))
     graph = helper.make_graph(
         nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, input_dims[:-1] + [16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, input_dims[:-1] + [constant.shape[1] if constant is not None else 16])],
         initializers if initializers is not None else ([] if constant is not None or sparse else [weight]),
         sparse_initializer=sparse or [],
     )
@@ -118,14 +118,36 @@ def test_a_declared_huge_input_does_not_drive_the_probe(tmp_path):
     assert "declares input 'x' as 25000000x16" in result.probe["reason"] and "--input-shape" in result.probe["reason"]
 
 
-def test_sparse_initializers_are_reported_not_ignored(tmp_path):
+def test_sparse_initializers_are_read_as_dense_weights(tmp_path):
     path = tmp_path / "sparse.onnx"
-    values = numpy_helper.from_array(np.ones(3, np.float32), "W")
-    indices = numpy_helper.from_array(np.array([0, 5, 9], np.int64), "W_indices")
+    values = numpy_helper.from_array(np.array([1.0, -2.0, 3.0], np.float32), "W")
+    indices = numpy_helper.from_array(np.array([0, 5, 255], np.int64), "W_indices")
     _matmul_model(path, [2, 16], sparse=[helper.make_sparse_tensor(values, indices, [16, 16])])
     result = lint_target(str(path), LintOptions(probe="never"))
-    assert result.error is None
+    assert result.error is None, result.error
+    dense = np.zeros(256, np.float32)
+    dense[[0, 5, 255]] = [1.0, -2.0, 3.0]
+    assert np.array_equal(np.asarray(result.graph.tensors["W"].values()), dense.reshape(16, 16))
+    assert result.graph.layers["mm"].weight.name == "W"  # the MatMul is a layer with its weight
+
+
+def test_a_sparse_initializer_too_large_to_expand_is_a_note(tmp_path):
+    path = tmp_path / "sparse_huge.onnx"
+    values = numpy_helper.from_array(np.ones(1, np.float32), "W")
+    indices = numpy_helper.from_array(np.array([0], np.int64), "W_indices")
+    _matmul_model(path, [2, 16], sparse=[helper.make_sparse_tensor(values, indices, [2**20, 2**20])])
+    result = lint_target(str(path), LintOptions(probe="never", allow_empty=True))
     assert any("1 sparse initializer(s) not read" in note and "W" in note for note in result.notes), result.notes
+
+
+def test_a_sparse_index_out_of_range_is_a_one_line_error(tmp_path):
+    path = tmp_path / "sparse_bad.onnx"
+    values = numpy_helper.from_array(np.ones(1, np.float32), "W")
+    indices = numpy_helper.from_array(np.array([10**6], np.int64), "W_indices")
+    _matmul_model(path, [2, 16], sparse=[helper.make_sparse_tensor(values, indices, [16, 16])])
+    result = _lint(path)
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "index outside its 256 elements" in result.output
 
 
 def test_a_folder_with_a_model_and_its_external_data_is_one_model(tmp_path):
@@ -143,3 +165,33 @@ def test_a_folder_with_a_model_and_its_external_data_is_one_model(tmp_path):
     (folder / "other.bin").write_bytes(b"\x00" * 64)
     again = CliRunner().invoke(main, [str(folder), "--probe", "never", "--format", "json"])
     assert [r["target"] for r in json.loads(again.stdout)["results"]] == [str(folder / "model.onnx"), str(folder / "other.bin")]
+
+
+def test_a_constant_node_tensor_is_viewed_in_the_file_not_copied(tmp_path):
+    """A Constant node's tensor was parsed into memory and copied again (1 GiB -> 4.1 GB RSS);
+    now its bytes stay in the file, like an initializer's. 128 MiB copied even once would put
+    the process past 128 MiB; viewed in place, its pages are read and let go."""
+    import subprocess
+    import sys
+
+    size = 4096
+    weight = np.random.default_rng(0).normal(0, 1 / 64, (size, 8192)).astype(np.float32)  # 128 MiB
+    path = tmp_path / "constant.onnx"
+    _matmul_model(path, [2, size], constant=weight)
+    del weight
+    script = (
+        "import json, sys\n"
+        "from initlint.runner import LintOptions, lint_target\n"
+        "result = lint_target(sys.argv[1], LintOptions(probe='never'))\n"
+        "values = result.graph.tensors['W'].values()\n"
+        "print(json.dumps({'error': result.error, 'owns': bool(values.flags.owndata), 'shape': list(values.shape),"
+        " 'weighted': len(result.graph.weighted_layers()),"
+        # VmHWM, not ru_maxrss: the latter keeps the forked parent's (pytest's) high-water mark across exec.
+        " 'peak_kb': int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])}))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script, str(path)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(run.stdout.strip().splitlines()[-1])
+    assert report["error"] is None and report["weighted"] == 1 and report["shape"] == [size, 8192]
+    assert not report["owns"], "the constant's values are a copy, not a view on the file"
+    assert report["peak_kb"] * 1024 < 128 << 20, report
