@@ -7,7 +7,7 @@ import warnings
 
 from ...errors import InitlintError, require_torch
 from ...graph import ModelGraph
-from ..archive import check_zip, is_zip, strip_root
+from ..archive import check_zip, is_zip, read_member, strip_root
 from .export_graph import graph_from_exported
 from .module_graph import graph_from_module
 from .pickle_refusal import PICKLE_HINT, TORCHSCRIPT_HINT, _refuse_pt2_code, _unsupported_global
@@ -67,7 +67,7 @@ def _check_pt2_expressions(target: str, names: list[str]) -> None:
             if not (name.startswith("models/") and name.endswith(".json")):
                 continue
             try:
-                program = json.loads(archive.read(full))
+                program = json.loads(read_member(target, archive, full))
             except (ValueError, RecursionError) as exc:
                 raise InitlintError(target, f"corrupt .pt2 archive: {name} is not valid JSON ({type(exc).__name__})") from None
             found = list(strings(program))
@@ -97,7 +97,7 @@ def _check_pt2_weight_sizes(torch, target: str, names: list[str]) -> None:
             if not (name.startswith("data/") and name.endswith("_config.json")):
                 continue
             try:
-                config = json.loads(archive.read(full)).get("config", {})
+                config = json.loads(read_member(target, archive, full)).get("config", {})
             except (ValueError, RecursionError, AttributeError):
                 raise InitlintError(target, f"corrupt .pt2 archive: {name} is not a valid config") from None
             folder = name.rsplit("/", 1)[0]
