@@ -3,7 +3,8 @@
 Finds the trained ONNX models shipped inside installed packages (site-packages, skipping the
 onnx package's own operator test data), builds scikit-learn MLP exports (skl2onnx) and
 LSTM/GRU exports, runs the probe on each (--probe always) and prints, per file, whether it ran
-and why not, then the share on which it ran.
+forward and backward (torch), forward only (onnxruntime, with why torch could not) or not at all
+and why, then the share on which it ran.
 
     python benchmarks/probe_coverage.py [--timeout 120]
 """
@@ -88,7 +89,7 @@ def main() -> None:
         groups = {"installed packages": installed_onnx_files(), "built exports": built_exports(Path(tmp))}
         ran_total = total = 0
         for group, paths in groups.items():
-            ran = 0
+            ran = both = 0
             print(f"\n{group} ({len(paths)} files)")
             for path in paths:
                 start = time.perf_counter()
@@ -98,9 +99,12 @@ def main() -> None:
                 status = probe.get("status") or ("error" if result.error else "not run")
                 why = probe.get("reason") or result.error or ""
                 ran += status == "ok"
+                forward_only = probe.get("forward_only")
+                both += status == "ok" and not forward_only
+                mode = "FAIL" if status != "ok" else "fwd " if forward_only else "f+b "
                 label = path.name if group == "built exports" else str(path).split("site-packages/")[-1]
-                print(f"  {'ran ' if status == 'ok' else 'FAIL'} {label:70s} {time.perf_counter() - start:6.1f}s {why[:110]}")
-            print(f"  -> the probe ran on {ran} of {len(paths)}")
+                print(f"  {mode} {label:70s} {time.perf_counter() - start:6.1f}s {(forward_only or why)[:110]}")
+            print(f"  -> the probe ran on {ran} of {len(paths)} ({both} forward and backward, {ran - both} forward only)")
             ran_total += ran
             total += len(paths)
         print(f"\nprobe ran on {ran_total} of {total} ONNX files ({100 * ran_total / max(total, 1):.0f}%)")

@@ -84,6 +84,9 @@ class ProbeMeasurement:
     frozen_parameters: list[str] = field(default_factory=list)
     frozen_checked: bool = True  # False when the frozen-parameter check ran out of time
     train: dict | None = None
+    # Set when only the forward pass ran (onnxruntime): why, the reason the backward quantities
+    # (gradients, frozen parameters) are unmeasured.
+    forward_only: str | None = None
     # Why fewer seeds ran than the probe would have liked (budget), or more (near a threshold).
     seed_note: str | None = None
     elapsed_s: float = 0.0

@@ -17,6 +17,7 @@ from .graph import ModelGraph
 from .loaders import detect_format, load
 from .measurement import ProbeMeasurement
 from .options import LintOptions
+from .prediction import Claim, Quantity
 from .probe import ProbeOptions, run_probe
 from .probe.budget import auto_budget_refusal
 from .probe.isolated import in_process, run_probe_isolated
@@ -131,12 +132,56 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult, so
     for finding in probe_run.findings:  # a probe-stage finding is itself a measurement
         finding.probe = {"verdict": "confirmed", "reason": "measured by the probe"}
     _in_the_model_vocabulary(graph, probe_run.findings)
-    result.findings.extend(f for f in probe_run.findings if not _layer_ignored(f, options))
+    measured = [f for f in probe_run.findings if not _layer_ignored(f, options)]
+    result.findings.extend(_fold_consequences(result.findings, measured))
     for rule in probe_rules:
         result.rules[rule.code] = f"failed: {probe_run.failures[rule.code]}" if rule.code in probe_run.failures else "ran"
     for code, error in probe_run.failures.items():
         result.notes.append(f"{code} failed and was skipped: {error}")
     _plot(graph, options, result)
+
+
+# What a fatal constant pattern does downstream, as the probe measures it: frozen parameters and
+# layers whose units are all dead. Listed under the static finding that explains them.
+CONSEQUENCE_CODES = ("IL403", "IL404")
+
+
+def _fold_consequences(static: list[Finding], measured: list[Finding]) -> list[Finding]:
+    """The probe findings to report beside ``static``.
+
+    A confirmed static finding that predicted frozen parameters (an all-zero layer feeding a
+    ReLU, every normalization gain zero, every hidden layer one unit wide) explains the frozen
+    parameters and dead layers the probe then measures: the gradient stops at one place and
+    everything behind it freezes. Reporting each of those again buries the cause under a dozen
+    errors, so they are folded into that finding (its message says how many, its evidence names
+    them), as a compiler reports the first error and not its cascade. Without such a root cause
+    each stays a finding of its own.
+    """
+    roots = [
+        f for f in static
+        if f.severity >= Severity.ERROR and f.prediction is not None and f.prediction.quantity is Quantity.FROZEN_PARAMETERS
+        and f.prediction.claim is Claim.ABOVE and (f.probe or {}).get("verdict") == "confirmed"
+    ]
+    if not roots:
+        return measured
+    folded = [f for f in measured if f.code in CONSEQUENCE_CODES]
+    if not folded:
+        return measured
+    root = roots[0]
+    frozen = list(dict.fromkeys(f.location for f in folded if f.code == "IL404"))  # execution order
+    dead = list(dict.fromkeys(f.location for f in folded if f.code == "IL403"))
+    parts = []
+    if frozen:
+        parts.append(f"{len(frozen)} parameter{'s' if len(frozen) != 1 else ''} never get a gradient ({_first_few(frozen)})")
+    if dead:
+        parts.append(f"every unit is dead after {len(dead)} layer{'s' if len(dead) != 1 else ''} ({_first_few(dead)})")
+    root.message += f"; the probe measured the damage: {' and '.join(parts)} (IL404/IL403, reported here)"
+    root.evidence = {**root.evidence, "probe_consequences": [{"code": f.code, "location": f.location} for f in folded]}
+    return [f for f in measured if f.code not in CONSEQUENCE_CODES]
+
+
+def _first_few(names: list[str], shown: int = 4) -> str:
+    return ", ".join(names[:shown]) + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _named_for_people(rows: list[dict], graph: ModelGraph) -> list[dict]:

@@ -36,10 +36,10 @@ import math
 import numbers
 from dataclasses import dataclass, field
 
-import numpy as np
 
 from . import graph as g
 from . import moments as mo
+from .chains import reliable
 from .fingerprint import fingerprint
 
 _PRELU_DEFAULT = 0.25
@@ -258,11 +258,6 @@ def _through_arithmetic(layer: g.Layer, op: str, x: mo.Moments, producer, graph:
     sign = -1.0 if op == "sub" and dynamic_first else 1.0
     shifted = mo.add([x if not (op == "rsub" or (op == "sub" and not dynamic_first)) else mo.scale(x, -1.0)], sign * mean, mean_sq)
     return shifted
-
-
-def reliable(graph: g.ModelGraph) -> bool:
-    """False where the loader had to guess the edges (module registration order): no ratios then."""
-    return graph.has_structure and graph.metadata.get("structure") != "module-order"
 
 
 def signal_of(graph: g.ModelGraph) -> Signal:
@@ -573,124 +568,3 @@ def _backward_factors(layer: g.Layer, s: LayerSignal, sig: Signal) -> list[float
             return [const]
         return [const * math.prod(q for j, q in enumerate(qs) if j != i) for i in range(len(qs))]
     return [1.0]
-
-
-# --- structure helpers shared by the IL2xx/IL3xx rules ------------------------------------------
-
-FEEDING_KINDS = (g.LINEAR, g.CONV, g.CONV_TRANSPOSE)
-
-
-def feeding_layer(graph: g.ModelGraph, activation: g.Layer) -> g.Layer | None:
-    """The weighted layer whose output is ``activation``'s input (through reshapes, pooling, bias adds)."""
-    before = graph.upstream(activation)
-    if len(before) == 1 and reliable(graph) and before[0].is_weighted and before[0].kind in FEEDING_KINDS:
-        return before[0]
-    return None
-
-
-def feeds_only_weighted(graph: g.ModelGraph, layer: g.Layer) -> g.Layer | None:
-    """The single weighted layer that consumes ``layer``'s output, or None (a gate, a skip, a head)."""
-    after = graph.downstream(layer)
-    if len(after) == 1 and after[0].is_weighted and after[0].kind in FEEDING_KINDS:
-        return after[0]
-    return None
-
-
-def plain_chains(graph: g.ModelGraph, member) -> list[list[tuple[g.Layer, g.Layer]]]:
-    """Maximal chains of (weighted layer, activation) pairs joined without normalization or skips.
-
-    ``member(layer, activation)`` says whether a pair belongs; consecutive pairs are linked when
-    the activation's only consumer is the next weighted layer and nothing else feeds it.
-    """
-    pair_of: dict[str, tuple[g.Layer, g.Layer]] = {}
-    if not reliable(graph):
-        return []
-    for layer in graph.layers.values():
-        if layer.kind != g.ACTIVATION:
-            continue
-        weighted = feeding_layer(graph, layer)
-        if weighted is not None and member(weighted, layer):
-            pair_of[weighted.name] = (weighted, layer)
-    chains: list[list[tuple[g.Layer, g.Layer]]] = []
-    linked: set[str] = set()
-    for name, pair in pair_of.items():
-        if name in linked:
-            continue
-        chain = [pair]
-        linked.add(name)
-        while True:
-            nxt = feeds_only_weighted(graph, chain[-1][1])
-            if nxt is None or nxt.name not in pair_of or nxt.name in linked or graph.upstream(nxt) != [chain[-1][1]]:
-                break
-            chain.append(pair_of[nxt.name])
-            linked.add(nxt.name)
-        chains.append(chain)
-    # Pairs are visited in topological order, so every chain is entered at its head.
-    return chains
-
-
-def pre_activation_std(sig: Signal, activation: g.Layer) -> float:
-    s = sig.get(activation.name)
-    return math.sqrt(max(s.q_in, 0.0)) if s is not None else 1.0
-
-
-@dataclass
-class Crossing:
-    direction: str  # "forward" | "backward"
-    layer: g.Layer
-    anchor: str
-    ratio: float  # forward: a variance ratio; backward: a gradient energy (squared norm) ratio
-    layers_between: int  # weighted layers from the anchor to the crossing, both counted once
-
-    @property
-    def judged_ratio(self) -> float:
-        """What the thresholds apply to: the forward variance ratio, or the gradient norm ratio
-        (AUTOTRAINER's β1 and β3 bound gradient norms, docs/science.md §8)."""
-        return self.ratio if self.direction == "forward" else math.sqrt(self.ratio)
-
-    def measured_threshold(self, threshold: float) -> float:
-        """The rule's threshold in the unit of ``ratio`` (an energy backward: the norm's square)."""
-        return threshold if self.direction == "forward" else threshold * threshold
-
-    @property
-    def per_layer(self) -> float:
-        return self.judged_ratio ** (1.0 / max(self.layers_between, 1))
-
-    def describe(self) -> str:
-        what = "input-dependent signal variance" if self.direction == "forward" else "gradient norm"
-        return (
-            f"predicted {what} at {self.layer.name} is {self.judged_ratio:.2g}x that at {self.anchor} "
-            f"({self.layers_between} weighted layers, x{self.per_layer:.3g} per layer)"
-        )
-
-
-def first_crossings(graph: g.ModelGraph, low: float | None = None, high: float | None = None) -> list[Crossing]:
-    """Where the forward variance ratio and the backward gradient norm ratio first leave [low, high],
-    walking each in its own direction.
-
-    Layers with all-zero weights, or whose signal is exactly zero because of one, are left to
-    IL101: a structural zero is not a depth effect.
-    """
-    if not reliable(graph):
-        return []
-    sig = signal_of(graph)
-    found = []
-    judged = [
-        layer for layer in graph.layers.values()
-        if layer.is_weighted and layer.kind != g.EMBEDDING and not layer.weight.stats.all_zero
-    ]
-    for direction, ordered in (("forward", judged), ("backward", list(reversed(judged)))):
-        for layer in ordered:
-            if direction == "forward" and layer.name in sig.minor_branch:
-                continue
-            s = sig[layer.name]
-            ratio = s.forward_ratio if direction == "forward" else s.backward_ratio
-            anchor = s.forward_anchor if direction == "forward" else s.backward_anchor
-            if ratio is None or ratio <= 0 or anchor is None:
-                continue
-            judged_ratio = ratio if direction == "forward" else math.sqrt(ratio)
-            if (low is not None and judged_ratio < low) or (high is not None and judged_ratio > high):
-                between = abs(graph.depth.get(layer.name, 0) - graph.depth.get(anchor, 0))
-                found.append(Crossing(direction, layer, anchor, ratio, between))
-                break
-    return found

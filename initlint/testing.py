@@ -46,7 +46,9 @@ def graph_of(model, form: str, example_input=None, tmp_path: Path | None = None)
     if form == "torch":
         from .loaders.torch import graph_from_module
 
-        return graph_from_module(model, type(model).__name__)
+        # The example input too, as a spec returning (model, example_input) gives it: models
+        # torch.fx cannot trace (transformers') are then read through torch.export, not module order.
+        return graph_from_module(model, type(model).__name__, example_input)
     import onnx
 
     from .loaders.onnx import build_graph

@@ -86,7 +86,7 @@ def hold_unconfirmed(ctx, findings, info) -> None:
     for finding in findings:
         if not is_init_time(finding.code) or finding.severity <= info:
             continue
-        trained = trained_layers(ctx, finding)
+        trained = [ctx.graph.label(name) for name in trained_layers(ctx, finding)]  # named as findings name them
         if not trained:
             continue
         finding.evidence[PENDING] = str(finding.severity)

@@ -1,9 +1,11 @@
 """Judge what a finding predicted against what the probe measured.
 
 ``confirmed``: the measurement is on the claimed side of the rule's own threshold on every seed
-the probe ran. ``refuted``: it is on the other side on every seed. ``inconclusive`` only with a
+the probe ran. ``refuted``: it is clearly on the other side (on every seed, and the median
+farther from the threshold than the seeds' spread, ``NEAR``). ``inconclusive`` only with a
 stated reason: the probe did not run to the end, the span could not be measured on this model,
-or the seeds fell on both sides of the threshold. The runner applies the verdicts to findings.
+the seeds fell on both sides of the threshold, or the measurement missed it by less than the
+spread. The runner applies the verdicts to findings.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from .prediction import Prediction, Quantity
 # How close to the threshold a one-seed measurement has to be for the probe to run more seeds
 # (initlint.probe): the spread between seeds, in the quantity's natural unit.
 NEAR = {"ratio": 0.5, "fraction": 0.1, "other": 0.25}
+# What a forward-only measurement (initlint.probe.onnxruntime_forward) cannot measure.
+BACKWARD = (Quantity.GRADIENT_ENERGY_RATIO, Quantity.FROZEN_PARAMETERS)
 
 
 def near_threshold(prediction: Prediction, value: float) -> bool:
@@ -26,6 +30,8 @@ def near_threshold(prediction: Prediction, value: float) -> bool:
 def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[list[float], str | None]:
     """One measured value per seed (or one for the whole run), or a reason why there is none."""
     q = prediction.quantity
+    if probe.forward_only and q in BACKWARD:
+        return [], probe.forward_only
     if q is Quantity.FROZEN_PARAMETERS:
         if not probe.frozen_checked:
             return [], "the frozen-parameter check did not finish within the probe's time budget (--probe-timeout)"
@@ -83,11 +89,17 @@ def judge(prediction: Prediction, probe: ProbeMeasurement) -> dict:
         text += f" (predicted {prediction.predicted:.3g})"
     if len(values) > 1:
         text += f", median of {len(values)} seeds"
-    out = {"measured": value, "seeds": len(values), "reason": text}
+    # JSON has no infinity: an overflowing ratio is reported in the reason only.
+    out = {"measured": value if math.isfinite(value) else None, "seeds": len(values), "reason": text}
     if crossing == len(values):
         return {"verdict": "confirmed", **out}
-    if crossing == 0:
+    if crossing == 0 and not near_threshold(prediction, value):
         return {"verdict": "refuted", **out}
+    if crossing == 0:
+        # On the wrong side, but by less than the spread between seeds (half a decade for a
+        # ratio): not a clear refutation, and the static claim keeps its severity.
+        out["reason"] = f"{text}, but within the seeds' spread of it: neither confirmed nor clearly refuted"
+        return {"verdict": "inconclusive", **out}
     out["reason"] = f"{text}; the seeds fall on both sides of the threshold ({crossing} of {len(values)} cross it)"
     return {"verdict": "inconclusive", **out}
 

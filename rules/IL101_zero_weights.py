@@ -24,9 +24,12 @@ class ZeroWeights(Rule):
     """A weight matrix or kernel that is entirely zero, where that stops training.
 
     ## What it does
-    Finds weight matrices and convolution kernels whose every value is 0.0 and follows the
-    layer's output through the graph to decide whether the zeros are fatal, recoverable or a
-    well-known, intended pattern (docs/science.md §5).
+    Finds weight matrices and convolution kernels whose every value is 0.0, and normalization
+    layers whose every gain is 0.0 (they output their shift whatever the input), and follows the
+    layer's constant output through the graph to decide whether the zeros are fatal (no
+    gradient can ever reach the layer), recoverable or a well-known, intended pattern
+    (docs/science.md §5, §11): every BatchNorm gain of a ResNet at zero is an error, the last
+    one of each residual branch (`zero_init_residual`) is clean.
 
     ## Why is this bad?
     A zero layer outputs a constant. When that constant reaches a ReLU at a pre-activation
@@ -72,6 +75,10 @@ class ZeroWeights(Rule):
         claimed = set()
         for layer in graph.layers.values():
             weight = layer.weight
+            # A trainable gain only: a frozen norm's buffers (DETR's FrozenBatchNorm2d) get no gradient anyway.
+            if layer.kind == g.NORM and graph.has_structure and weight is not None and weight.name in graph.tensors and weight.stats.all_zero:
+                yield from self._zero_norm_gain(graph, layer)
+                continue
             if weight is None or weight.ndim < 2 or not graph.has_structure:
                 continue  # without structure (a state dict) every zero matrix is judged below
             claimed.add(weight.name)
@@ -93,7 +100,7 @@ class ZeroWeights(Rule):
                 else Prediction(Quantity.FROZEN_PARAMETERS, Claim.BELOW, 0.5, parameters=(weight.name,), predicted=0.0) if outcome.fate == Fate.LONE_ZERO_LAYER
                 else None
             )
-            message = _consequence(outcome, weight.size)
+            message = _consequence(outcome, f"all {weight.size:,} values are 0.0")
             yield self.finding(weight.name, message, severity, evidence={**evidence, "case": outcome.fate.value}, fix=_fix(graph, layer), prediction=prediction)
         for name, tensor in graph.tensors.items():
             if name in claimed or tensor.ndim < 2 or tensor.stats.count == 0 or not tensor.stats.all_zero:
@@ -119,6 +126,20 @@ class ZeroWeights(Rule):
                 evidence={"count": tensor.size, "std": 0.0},
             )
 
+    def _zero_norm_gain(self, graph, layer):
+        # A normalization with gain 0 outputs its shift beta whatever the input: the same
+        # constant output as a zero layer with that bias, followed the same way downstream.
+        weight = layer.weight
+        outcome = zero_outcome(graph, layer)
+        if outcome.harm == Harm.ALLOWED:
+            return  # the last norm of a residual branch (zero_init_residual), a zero head
+        fatal = outcome.harm == Harm.FATAL
+        severity = Severity.ERROR if fatal else Severity.WARNING
+        prediction = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=(weight.name,), predicted=1.0) if fatal else None
+        evidence = {"count": weight.size, "std": 0.0, "case": outcome.fate.value}
+        zeros = f"all {weight.size:,} normalization gains are 0.0, so it outputs its shift whatever the input"
+        yield self.finding(weight.name, _consequence(outcome, zeros), severity, evidence=evidence, fix=f"{init_call('ones_', weight.name)}: leave normalization gains at 1 and zero only the last one of each residual branch (torchvision's zero_init_residual=True)", prediction=prediction)
+
     must_flag = ()  # filled below, after the builders
     must_not_flag = ()
 
@@ -130,9 +151,9 @@ def _fix(graph: g.ModelGraph, layer: g.Layer) -> str:
     return f"{random_init_for(graph, layer)}; keep zero init only where the layer's output is added to a non-zero path (a residual branch end, LoRA B)"
 
 
-def _consequence(outcome: ConstantOutcome, count: int) -> str:
-    """What the zero layer's constant output does to training, in words, then the numbers."""
-    zeros = f"all {count:,} values are 0.0"
+def _consequence(outcome: ConstantOutcome, zeros: str) -> str:
+    """What the zero layer's constant output does to training, in words, then ``zeros`` (what is
+    zero, with the count)."""
     fate = outcome.fate
     if fate == Fate.BLOCKED_BY_ACTIVATION:
         where = "0" if outcome.zero_constant else "<= 0"
@@ -258,6 +279,41 @@ def zero_layers_around_handwritten_tanh_gelu():
     return model
 
 
+def _small_resnet(zero_gains: str):
+    """A stem and two residual blocks with BatchNorm; ``zero_gains``: "every" BatchNorm gain set
+    to 0 (the copy-paste bug), or the "last" one of each residual branch (zero_init_residual)."""
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self, channels: int):
+            super().__init__()
+            self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(channels)
+            self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(channels)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(x + self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+
+    stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+    model = nn.Sequential(stem, Block(8), Block(8), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    for module in model.modules():
+        if isinstance(module, Block) and zero_gains == "last":
+            nn.init.zeros_(module.bn2.weight)
+        elif isinstance(module, nn.BatchNorm2d) and zero_gains == "every":
+            nn.init.constant_(module.weight, 0)
+    return model
+
+
+def every_batchnorm_gain_zero():
+    return _small_resnet("every")
+
+
+def last_batchnorm_gain_of_each_branch_zero():
+    return _small_resnet("last")
+
+
 _CONV_INPUT = (2, 3, 8, 8)
 ZeroWeights.must_flag = (
     Example(zero_linear_before_relu, flagged=("2.weight",), severity="error"),
@@ -265,6 +321,7 @@ ZeroWeights.must_flag = (
     Example(zero_conv_batchnorm_relu, flagged=("2.weight",), severity="error", input_shape=_CONV_INPUT),
     Example(lora_with_a_and_b_zero, flagged=("2.lora_A.weight",), severity="error", input_shape=(4, 16)),
     Example(lone_zero_layer_before_tanh, flagged=("2.weight",), severity="warning"),
+    Example(every_batchnorm_gain_zero, flagged=("0.1.weight", "1.bn1.weight"), severity="error", input_shape=_CONV_INPUT),
     Example(zero_layers_around_handwritten_tanh_gelu, flagged=("2.weight",), severity="warning"),
 )
 ZeroWeights.must_not_flag = (
@@ -273,4 +330,5 @@ ZeroWeights.must_not_flag = (
     Example(zero_classifier_head),
     Example(rezero_gate),
     Example(adaln_zero_gate),
+    Example(last_batchnorm_gain_of_each_branch_zero, input_shape=_CONV_INPUT),
 )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
+from initlint.symmetry import Harm, symmetry_of
 
 
 class ConstantWeights(Rule):
@@ -37,10 +38,11 @@ class ConstantWeights(Rule):
 
     ## Known false positives
     LayerScale and similar per-channel scales are 1-D and never flagged; a constant layer
-    between random layers is reported as info only.
+    between random layers is a warning, not an error.
 
     ## References
     - docs/science.md §5 (symmetry needs identical rows in W_l, identical columns in W_l+1 and a constant bias)
+    - docs/science.md §11 (one constant layer among random ones: slow recovery, measured)
     - Goodfellow, Bengio & Courville, "Deep Learning", §8.4 (breaking symmetry)
     """
 
@@ -59,6 +61,7 @@ class ConstantWeights(Rule):
         # constant too, so no unit can ever differ from its siblings (docs/science.md §5). This
         # needs no structure, so a state dict is judged as well.
         everything_constant = len(candidates) >= 2 and all(_is_constant(layer) for layer in candidates)
+        symmetry = symmetry_of(graph)
         for layer in candidates:
             weight = layer.weight
             stats = weight.stats
@@ -87,12 +90,22 @@ class ConstantWeights(Rule):
                     prediction=same,
                     fix=_FIX,
                 )
-            else:
+            elif symmetry.harm(layer.name) == Harm.FATAL:
                 yield self.finding(
                     weight.name,
-                    f"{message}; its random neighbours break the symmetry, but the layer starts with identical units",
-                    Severity.INFO,
+                    f"{message}, and every hidden layer of the model is one unit wide (constant or one row tiled): the network is a chain of single features",
+                    evidence={**evidence, "one_unit_layers": len(symmetry.collapsed)},
+                    prediction=same,
+                    fix=_FIX,
+                )
+            else:
+                # Recoverable, but slowly (docs/science.md §11): a warning without structure too.
+                yield self.finding(
+                    weight.name,
+                    f"{message}; its random neighbours break the symmetry, but slowly: the layer starts with identical units",
+                    Severity.WARNING,
                     evidence=evidence,
+                    prediction=same,
                     fix=_FIX,
                 )
 
@@ -201,12 +214,25 @@ def constant_conv_before_random_batchnorm_scale():
     return model
 
 
+def constant_and_tiled_hidden_layers():
+    import torch
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    nn.init.constant_(model[2].weight, 0.05)
+    with torch.no_grad():
+        model[4].weight.copy_(model[4].weight[0:1].expand_as(model[4].weight))
+    return model
+
+
 ConstantWeights.must_flag = (
     Example(all_layers_constant, flagged=("0.weight", "2.weight", "4.weight"), severity="error"),
     Example(constant_convs_through_batchnorm, flagged=("0.weight",), severity="error", input_shape=(2, 3, 8, 8)),
+    Example(constant_and_tiled_hidden_layers, flagged=("2.weight",), severity="error"),
+    Example(one_constant_layer_between_random_ones, flagged=("2.weight",), severity="warning"),
+    # Random per-channel scales tell the channels apart (no error), but they start as copies.
+    Example(constant_conv_before_random_batchnorm_scale, flagged=("0.weight",), severity="warning", input_shape=(2, 3, 8, 8)),
 )
 ConstantWeights.must_not_flag = (
-    Example(one_constant_layer_between_random_ones),
     Example(layerscale_constants),
-    Example(constant_conv_before_random_batchnorm_scale, input_shape=(2, 3, 8, 8)),
 )

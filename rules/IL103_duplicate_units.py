@@ -6,6 +6,7 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
+from initlint.symmetry import Harm, symmetry_of
 
 
 class DuplicateUnits(Rule):
@@ -19,6 +20,9 @@ class DuplicateUnits(Rule):
     ## Why is this bad?
     Identical units compute the same feature. Unless their neighbours tell them apart, they
     receive identical gradients and never diverge, so the layer is narrower than it looks.
+    When every hidden layer is one row tiled (or constant, IL102) the network is a chain of
+    single features: each layer's ReLUs switch on and off together and the gradients are
+    exactly zero as soon as one link is negative (an error, docs/science.md §11).
     Exact copies almost always come from a bug: `weight.data[:] = weight.data[0]`, a
     `repeat`/`expand` of one initialized row, or copying one filter into all slots.
 
@@ -48,6 +52,7 @@ class DuplicateUnits(Rule):
 
     def check(self, ctx):
         graph = ctx.graph
+        symmetry = symmetry_of(graph)
         for layer in graph.layers.values():
             if layer.kind not in (g.LINEAR, g.CONV, g.CONV_TRANSPOSE) or layer.weight is None or layer.weight.ndim < 2:
                 continue
@@ -56,10 +61,13 @@ class DuplicateUnits(Rule):
                 continue
             groups = stats.duplicate_row_groups
             shown = "; ".join(_describe(group) for group in groups[:3])
+            fatal = symmetry.harm(layer.name) == Harm.FATAL
+            everywhere = ": every hidden layer of the model is one unit wide, the network a chain of single features" if fatal else ""
             yield self.finding(
                 layer.weight.name,
                 f"this layer starts with fewer distinct features than units, since copied units compute the same thing: "
-                f"{stats.duplicate_rows} of {stats.rows} output units repeat another unit exactly (units {shown})",
+                f"{stats.duplicate_rows} of {stats.rows} output units repeat another unit exactly (units {shown}){everywhere}",
+                Severity.ERROR if fatal else self.severity,
                 evidence={"duplicate_units": stats.duplicate_rows, "units": stats.rows, "groups": groups},
                 # Identical weights give identical outputs (less each unit's own bias) on every input.
                 prediction=Prediction(Quantity.DUPLICATE_UNIT_FRACTION, Claim.ABOVE, 0.0, to_layer=layer.name, predicted=stats.duplicate_rows / stats.rows),
@@ -109,8 +117,20 @@ def identity_init_wider_than_input():
     return model
 
 
+def tiled_hidden_layers():
+    import torch
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 4))
+    with torch.no_grad():
+        for layer in (model[2], model[4]):
+            layer.weight.copy_(layer.weight[0:1].expand_as(layer.weight))
+    return model
+
+
 DuplicateUnits.must_flag = (
     Example(copied_rows, flagged=("2.weight",), severity="warning"),
+    Example(tiled_hidden_layers, flagged=("2.weight", "4.weight"), severity="error"),
     Example(copied_conv_filters, flagged=("0.weight",), severity="warning", input_shape=(2, 3, 8, 8)),
 )
 DuplicateUnits.must_not_flag = (Example(default_mlp), Example(identity_init_wider_than_input))

@@ -6,7 +6,8 @@ from __future__ import annotations
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import activation_gains, plain_chains, scalar, weight_variance
+from initlint.chains import plain_chains
+from initlint.signal import activation_gains, scalar, weight_variance
 from initlint.example_models import plain_mlp
 
 

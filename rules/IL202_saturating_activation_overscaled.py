@@ -8,7 +8,8 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import activation_gains, feeding_layer, weight_variance
+from initlint.chains import feeding_layer
+from initlint.signal import activation_gains, weight_variance
 from initlint.example_models import plain_mlp
 
 # |z| beyond which each activation is saturated (docs/science.md §6, §8): its derivative is below

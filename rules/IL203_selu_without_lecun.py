@@ -8,7 +8,8 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fingerprint import NORMAL, scale_tolerance
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import feeding_layer, plain_chains, weight_variance
+from initlint.chains import feeding_layer, plain_chains
+from initlint.signal import weight_variance
 from initlint.example_models import plain_mlp
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from initlint import activations
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import reliable, weight_second_moment
+from initlint.chains import reliable
+from initlint.signal import scalar, weight_second_moment
 
 GAIN_KINDS = (g.LINEAR, g.CONV, g.CONV_TRANSPOSE)
 
@@ -74,7 +78,7 @@ class OverscaledLayerGain(Rule):
             act = graph.activation_after(layer)
             act_gain = 1.0
             if act is not None and act.name in sig.layers and sig[act.name].q_in > 0:
-                act_gain = sig[act.name].q_out / sig[act.name].q_in
+                act_gain = _activation_gain(act, sig[act.name])
             gain = layer.fan_in * weight_second_moment(layer) * act_gain
             if gain <= self.settings["warn_gain"]:
                 continue
@@ -98,6 +102,16 @@ class OverscaledLayerGain(Rule):
 
     must_flag = ()
     must_not_flag = ()
+
+
+def _activation_gain(act: g.Layer, row) -> float:
+    """E[(φ(z) − φ(0))²]/E[z²]: the activation's value at 0 (sigmoid's ½) is an offset whatever
+    the layer's scale, like a bias, not a gain: counted in, a sigmoid head of a layer with small
+    outputs would read as a gain of ¼/E[z²]. Equal to E[φ(z)²]/E[z²] where φ(0) = 0 (ReLU, tanh, GELU)."""
+    at_zero = activations.apply(act.activation or "", np.zeros(1), scalar(act.attrs.get("alpha")))
+    offset = float(at_zero[0]) if at_zero is not None and np.isfinite(at_zero[0]) else 0.0
+    centred = row.q_out - 2.0 * offset * row.m_out + offset * offset
+    return max(centred, 0.0) / row.q_in
 
 
 def _previous_weighted(graph: g.ModelGraph, layer: g.Layer) -> g.Layer | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from initlint.engine import Example, Rule, Severity
 from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import first_crossings
+from initlint.crossings import first_crossings
 from initlint.example_models import plain_mlp
 
 # The static ratios are defined as the probe measures them (initlint.prediction).

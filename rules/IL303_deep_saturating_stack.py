@@ -6,7 +6,8 @@ import math
 
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import activation_gains, plain_chains, weight_variance
+from initlint.chains import plain_chains
+from initlint.signal import activation_gains, weight_variance
 from initlint.example_models import plain_mlp
 
 STACKING = frozenset({"sigmoid", "tanh", "hardsigmoid", "hardtanh"})

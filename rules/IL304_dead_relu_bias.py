@@ -9,7 +9,8 @@ import numpy as np
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import feeding_layer, reliable, weight_variance
+from initlint.chains import feeding_layer, reliable
+from initlint.signal import weight_variance
 from initlint.example_models import plain_mlp
 
 

@@ -7,7 +7,7 @@ import math
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.signal import reliable
+from initlint.chains import reliable
 
 HEAD_KINDS = (g.LINEAR, g.CONV, g.CONV_TRANSPOSE)
 

@@ -40,11 +40,14 @@ def test_check_live_module_reports_findings():
     torch.manual_seed(0)
     report = initlint.check(Net(zero_hidden=True), torch.randn(2, 16))
     assert not report.ok
-    assert [(f.code, f.location) for f in report.failing if f.code != "IL404"] == [("IL101", "fc1.weight")]
+    assert [(f.code, f.location) for f in report.failing] == [("IL101", "fc1.weight")]
     # --probe auto runs the probe on a model this small, and it measures what the zeros freeze:
     # everything upstream of and in fc1 (ReLU(0) = 0 passes no gradient), and the head's weight.
-    frozen = {f.location for f in report.failing if f.code == "IL404"}
+    # The confirmed IL101 explains them, so they are listed under it, not reported again.
+    [root] = report.failing
+    frozen = {c["location"] for c in root.evidence["probe_consequences"] if c["code"] == "IL404"}
     assert frozen == {"fc0.weight", "fc0.bias", "fc1.weight", "fc1.bias", "head.weight"}
+    assert "5 parameters never get a gradient" in root.message
     with pytest.raises(InitFindingsError, match="fc1.weight: IL101 zero-weights") as raised:
         report.raise_for_findings()
     assert isinstance(raised.value, AssertionError) and raised.value.report is report

@@ -46,7 +46,7 @@ def test_text_output_is_one_line_per_finding():
     result = run(str(FIXTURES / "broken_mlp.onnx"), "--quiet", "--probe", "never")  # the static findings only
     lines = result.output.strip().splitlines()
     assert any(line.startswith(f"{FIXTURES / 'broken_mlp.onnx'}: 2.weight: IL101 zero-weights [error] ") for line in lines)
-    assert lines[-1] == "Found 3 findings (2 errors, 1 warning) in 1 model."
+    assert lines[-1] == "Found 4 findings (2 errors, 2 warnings) in 1 model."  # IL305 warns about the logits
 
 
 def test_fail_on_warning_turns_a_warning_into_exit_1():

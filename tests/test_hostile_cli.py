@@ -242,7 +242,7 @@ def test_json_of_several_models_in_parallel_has_the_model_summary(tmp_path):
 def test_probe_and_plot_on_a_weights_only_file_say_why_they_did_not_apply(tmp_path):
     safetensors_numpy = pytest.importorskip("safetensors.numpy")
     path = tmp_path / "w.safetensors"
-    safetensors_numpy.save_file({"w": np.zeros((4, 4), np.float32)}, str(path))
+    safetensors_numpy.save_file({"fc.weight": np.zeros((4, 4), np.float32)}, str(path))
     result = run(str(path), "--probe", "always", "--plot", str(tmp_path / "p.png"), "--format", "json")
     notes = json.loads(result.stdout)["results"][0]["notes"]
     assert any(n.startswith("--probe always was not applied: the file holds weights only") for n in notes), notes

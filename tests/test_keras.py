@@ -197,3 +197,26 @@ def test_fingerprints_know_keras_initializers(initializer, expected):
         (layer,) = graph_from_keras(model, "m").weighted_layers()
         fp = fingerprint(layer)
         assert fp.status == "identified" and fp.names[0] == expected, (seed, fp.describe())
+
+
+@pytest.mark.parametrize("form", ["spec", "keras"])
+def test_probe_runs_on_keras_models_and_settles_the_forward_claims_at_keras_names(saved, form):
+    """The probe reads the input shape from the Keras Input and measures at Keras layer names:
+    IL201 (and IL301's forward claim) end confirmed by measurement on the Glorot + ReLU stack."""
+    code, findings, output = lint(target_of(saved, "glorot_relu", form), "--probe", "always")
+    assert code == 1, output
+    il201 = next(f for f in findings if f["code"] == "IL201")
+    assert il201["location"] == "dense/kernel"
+    assert il201["probe"]["verdict"] == "confirmed", il201["probe"]
+    forward_il301 = [f for f in findings if f["code"] == "IL301" and "forward variance ratio" in f["probe"].get("reason", "")]
+    assert forward_il301 and all(f["probe"]["verdict"] == "confirmed" for f in forward_il301), forward_il301
+    report = json.loads(output)["results"][0]["probe"]
+    assert report["status"] == "ok" and report["input_shapes"] == {"input0": [256, keras_specs.WIDTH]}
+    assert [row["weight"] for row in report["layers"]][:2] == ["dense/kernel", "dense_1/kernel"]
+    assert report["gradient_ratio"] is not None  # gradients reached the layers through the routed calls
+
+
+def test_probe_leaves_the_he_normal_twin_clean(saved):
+    code, findings, output = lint(target_of(saved, "he_relu", "spec"), "--probe", "always")
+    assert code == 0, output
+    assert findings == []

@@ -89,7 +89,6 @@ def test_dead_relu_bias_message_states_a_negative_threshold():
 
 # Rules whose claim is not (yet) a quantity the probe measures, and why.
 UNMEASURED = {
-    "IL106": "an uninitialized value is judged by its magnitude in the file; no claim about the signal is made",
     "IL105": "the shared component of a nonzero-mean weight depends on the input's mean, which the probe's N(0, 1) batch lacks",
 }
 # Findings that make no claim, by rule: IL101's zero layer chained behind a fatal one (the

@@ -127,7 +127,9 @@ def test_detr_small_config_as_onnx_has_no_exploding_attention():
 
     for form in ("onnx", "torch"):
         _, errors = _errors(Logits(), form, torch.randn(1, 3, 64, 64))
-        assert not errors, (form, errors)
+        # Attention only: the spec's torch.export graph also keeps the unused box head, whose
+        # IL301 (std 0.02 at width 64: x0.013 per layer) is a true prediction about dead code.
+        assert not {code for code, _ in errors} & {"IL302"}, (form, errors)
 
 
 def test_diffusers_unet2d_condition_spec_through_torch_export_is_clean():

@@ -65,10 +65,37 @@ def run_probe(
         result = ProbeMeasurement("unavailable", f"running the model failed ({type(exc).__name__}: {detail})")
     finally:
         progress.done()
+    if graph.format == "onnx" and result.status == "unavailable":
+        result = _forward_only(graph, result.reason, input_shapes, input_dtype, options, budget, tuple(predictions))
+        notes = [n for n in notes if "onnx2torch" not in n]
+        device = "cpu"
     result.device = device
     result.notes = notes + result.notes
     result.elapsed_s = round(time.perf_counter() - start, 3)
     return result
+
+
+def _forward_only(graph, why, input_shapes, input_dtype, options, budget, predictions) -> ProbeMeasurement:
+    """Where torch cannot run an ONNX model: its forward signal through onnxruntime; the
+    backward claims stay unmeasured, with ``why`` as their reason."""
+    import torch
+
+    from .measure import ProbeTimeout
+    from .model import ProbeUnavailable
+    from .onnxruntime_forward import forward_only
+
+    try:
+        with _seeded(torch, options.seed):
+            return forward_only(graph, why, input_shapes, input_dtype, options.seed, budget, predictions)
+    except ProbeUnavailable as exc:
+        return ProbeMeasurement("unavailable", str(exc))
+    except ProbeTimeout as exc:
+        return ProbeMeasurement("timeout", f"{why}; {exc}")
+    except Exception as exc:
+        if os.environ.get("INITLINT_DEBUG"):
+            raise
+        detail = " ".join(str(exc).split())[:200]
+        return ProbeMeasurement("unavailable", f"{why}; onnxruntime failed too ({type(exc).__name__}: {detail})")
 
 
 def _device_available(torch, device: str) -> bool:

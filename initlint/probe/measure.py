@@ -375,7 +375,16 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
     result.zero_gradient_parameters = sorted(zero_grads or ())
     result.seed_note = seed_note
     try:
-        result.frozen_parameters = _still_frozen(torch, runnable, sorted(zero_grads or ()), seeds[0], budget) if zero_grads else []
+        frozen = _still_frozen(torch, runnable, sorted(zero_grads or ()), seeds[0], budget) if zero_grads else []
+        by_design = set(_frozen_whatever_the_init(torch, runnable, frozen, seeds[0], budget)) if frozen else set()
+        result.frozen_parameters = [name for name in frozen if name not in by_design]
+        if by_design:
+            names = sorted(by_design)
+            shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+            result.notes.append(
+                f"{len(names)} parameter(s) get no gradient whatever their initial values ({shown}): the model's "
+                "structure feeds them a constant (e.g. an input that is zero by construction), not their init"
+            )
         if train_steps > 0:
             if progress:
                 progress(f"{train_steps} SGD steps")
@@ -476,6 +485,31 @@ def _still_frozen(torch, runnable: Runnable, candidates: list[str], seed: int, b
                 still.append(user)
         frozen = still
     return frozen
+
+
+def _frozen_whatever_the_init(torch, runnable: Runnable, frozen: list[str], seed: int, budget: Budget) -> list[str]:
+    """Which of the ``frozen`` parameters still get an exactly zero gradient when every parameter
+    is redrawn at random (no zero, no constant tensor left): their freeze comes from the model's
+    structure (DETR's first decoder layer reads values that are zero by construction), and no
+    init would change it -- not an init finding."""
+    budget.check("the frozen-parameter check")
+    module = copy.deepcopy(runnable.module)
+    gen = torch.Generator().manual_seed(seed + 7919)
+    with torch.no_grad():
+        for param in module.parameters():
+            if not param.is_floating_point():
+                continue
+            fan_in = max(param[0].numel(), 1) if param.ndim >= 2 else 1
+            scale = fan_in**-0.5 if param.ndim >= 2 else 0.1
+            param.copy_(torch.randn(param.shape, generator=gen, dtype=param.dtype).to(param.device) * scale)
+    args, kwargs = runnable.make_inputs(seed)
+    standard_loss(module(*args, **kwargs), seed)[0].backward()
+    inner_of = {user: inner for inner, user in runnable.param_names.items()}
+    params = dict(module.named_parameters())
+    return [
+        user for user in frozen
+        if params[inner_of[user]].grad is None or not bool(torch.count_nonzero(params[inner_of[user]].grad))
+    ]
 
 
 def _train(torch, runnable: Runnable, seed: int, steps: int, budget: Budget) -> dict:

@@ -91,6 +91,10 @@ def set_probe_mode(module) -> None:
 def prepare(graph: ModelGraph, input_shapes: dict[str, tuple[int, ...]], input_dtype: str | None, device: str) -> Runnable:
     if graph.format == "onnx":
         runnable = _from_onnx(graph, input_shapes, input_dtype)
+    elif graph.metadata.get("framework") == "keras" and graph.metadata.get("module") is not None:
+        from .keras_model import from_keras
+
+        runnable = from_keras(graph, input_shapes, input_dtype)
     elif graph.metadata.get("module") is not None:
         runnable = _from_torch(graph, input_shapes, input_dtype)
     elif graph.metadata.get("probe_unavailable"):
@@ -156,11 +160,12 @@ def _torch_inputs(torch, graph, module, example, input_shapes, input_dtype):
             dtype = input_dtype or ("int64" if _first_weighted_kind(graph) == g.EMBEDDING else "float32")
             specs.append((tuple(shape), dtype, vocab))
             kw_names.append(name or None)
-    elif graph.inputs and all(dims and all(dims) for dims, _ in graph.inputs.values()):
-        # A .pt2 archive records the shapes it was exported with: positional, in order.
-        specs = [(tuple(dims), input_dtype or dtype, vocab) for dims, dtype in graph.inputs.values()]
-        for name, (dims, _) in graph.inputs.items():
-            _check_declared_input(name, dims)
+    elif graph.inputs and all(dims and all(dims[1:]) for dims, _ in graph.inputs.values()):
+        # A .pt2 archive records the shapes it was exported with, a Keras model its Input's (the
+        # batch left open): positional, in order.
+        specs = [(tuple(d or batch_for(math.prod(dims[1:])) for d in dims), input_dtype or dtype, vocab) for dims, dtype in graph.inputs.values()]
+        for name, (shape, _, _) in zip(graph.inputs, specs):
+            _check_declared_input(name, shape)
         kw_names = [None] * len(specs)
     else:
         shape, dtype = _shape_from_first_layer(graph, module)
@@ -267,6 +272,9 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
         raise ProbeUnavailable(f"the ONNX file could not be loaded with its weights ({type(exc).__name__}: {exc})") from None
     # The loader's own names for the top-level nodes: one naming, shared with the findings.
     layer_of_node = dict(graph.metadata.get("onnx_layer_of_node") or _onnx_layer_names(proto))
+    fed = None
+    if any(node.op_type == "If" for node in proto.graph.node):
+        fed, layer_of_node = _inline_ifs(proto, graph, layer_of_node, input_shapes, input_dtype)
     original_initializers = {init.name for init in proto.graph.initializer}
     for index, node in enumerate(proto.graph.node):
         node.name = f"n{index}"  # module names onnx2torch can use, and that map back to layers
@@ -299,9 +307,9 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
         name = layer_of_node.get(int(node.name[1:]))
         if name in graph.layers and hasattr(module, node.name):
             layer_modules[name] = node.name
-    make_inputs, shapes = _onnx_inputs(torch, graph, input_shapes, input_dtype)
+    make_inputs, shapes = fed or _onnx_inputs(torch, graph, input_shapes, input_dtype)
     first = next(iter(graph.inputs.values()), ((), ""))[0]
-    if not input_shapes and first and first[0] == 1:
+    if fed is None and not input_shapes and first and first[0] == 1:
         # Exports often fix the batch at 1; BatchNorm statistics over one sample are nothing like
         # training's. Many graphs still accept a larger batch: use one where they do.
         wider, wider_shapes = _onnx_inputs(torch, graph, input_shapes, input_dtype, widen_batch=True)
@@ -309,6 +317,35 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
             make_inputs, shapes = wider, wider_shapes
             notes.append(f"the export fixes the batch at 1; the graph accepts {list(shapes.values())[0][0]}, which the probe used")
     return Runnable(module, make_inputs, layer_modules, param_names, shapes, notes)
+
+
+def _inline_ifs(proto, graph, layer_of_node, input_shapes, input_dtype):
+    """Ifs whose branch the probe's inputs decide become that branch's nodes (onnx2torch has no
+    If). The inputs are chosen as for onnxruntime (sizes the model accepts, selector values such
+    as a sample rate), since they decide the branch. Returns ((make_inputs, shapes) or None, the
+    layer of each node after inlining)."""
+    import torch
+
+    try:
+        from .onnxruntime_forward import _feeds, _input_specs, evaluate
+        from .onnx_control_flow import inline_static_ifs
+    except ImportError:
+        return None, layer_of_node
+    try:
+        specs = _input_specs(proto, graph, dict(input_shapes or {}), input_dtype)
+        layer_of_output = dict(graph.metadata.get("onnx_layer_of_output") or {})
+        for index, name in layer_of_node.items():
+            layer_of_output[proto.graph.node[int(index)].output[0]] = name
+        if not inline_static_ifs(proto, _feeds(specs, 0), evaluate):
+            return None, layer_of_node
+    except Exception:  # no onnxruntime, or sizes it refuses: the conversion says what is missing
+        return None, layer_of_node
+    layer_of_node = {i: layer_of_output[n.output[0]] for i, n in enumerate(proto.graph.node) if n.output and n.output[0] in layer_of_output}
+
+    def make_inputs(seed: int):
+        return tuple(torch.from_numpy(v) for v in _feeds(specs, seed).values()), {}
+
+    return (make_inputs, {name: list(shape) for name, shape, _, _ in specs}), layer_of_node
 
 
 def _accepts(torch, module, make_inputs) -> bool:

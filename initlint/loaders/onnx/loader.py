@@ -144,6 +144,7 @@ def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None
     walker.walk(onnx_graph.node, top_level=True)
     producer = walker.producer
     graph.metadata["onnx_layer_of_node"] = walker.top_level_layers  # the probe names nodes the same way
+    graph.metadata["onnx_layer_of_output"] = walker.layer_of_output  # and finds inlined If branches' nodes
 
     for out in onnx_graph.output:
         out_name = _text(out.name)
@@ -187,6 +188,7 @@ class _Walker:
         self.requantized: set[str] = set()  # QuantizeLinear of a float constant: still that constant
         self.rescaling: dict[str, str] = {}  # the Cast and Mul after a MatMulInteger: its own output
         self.top_level_layers: dict[int, str] = {}  # index of a top-level node -> its layer
+        self.layer_of_output: dict[str, str] = {}  # first output of any node (subgraphs too) -> its layer
         self.subgraphs = 0
         self.unread_quantized: list[str] = []
         self.depth = 0
@@ -276,6 +278,8 @@ class _Walker:
             elif consts.get(value) is not None and position not in layer.const_inputs and not _claimed(layer, consts.get(value)):
                 layer.const_inputs[position] = consts.get(value)
         graph.add(layer)
+        if outputs:
+            self.layer_of_output.setdefault(outputs[0], name)
         if op == "DynamicQuantizeLinear":  # (y, y_scale, y_zero_point): only y carries the data
             self.shape_only.update(outputs[1:])
             outputs = outputs[:1]
