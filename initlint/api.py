@@ -53,8 +53,15 @@ class Report:
         return [f for f in self.findings if f.severity >= self.fail_on]
 
     @property
+    def failed_rules(self) -> list[str]:
+        """Rules that crashed on the model (the notes say why): it was not fully checked."""
+        return self.result.failed_rules()
+
+    @property
     def ok(self) -> bool:
-        return not self.failing
+        """No finding at or above ``fail_on``, and every selected rule ran: a rule that failed
+        on the model does not pass it."""
+        return not self.failing and not self.failed_rules
 
     def raise_for_findings(self) -> "Report":
         if not self.ok:
@@ -65,6 +72,9 @@ class Report:
         if self.ok:
             return f"initlint: {self.target}: no findings at or above {self.fail_on} ({len(self.findings)} below)"
         lines = [f"initlint: {self.target}: {len(self.failing)} finding(s) at or above {self.fail_on}:"]
+        if self.failed_rules:
+            failures = [note for note in self.notes if any(note.startswith(f"{code} failed") for code in self.failed_rules)]
+            lines.append(f"  could not be checked by {', '.join(self.failed_rules)} (the rule failed): {'; '.join(failures)}")
         for f in self.failing:
             lines.append(f"  {f.location}: {f.code} {f.name} [{f.severity}] {f.message}")
             if f.fix:

@@ -255,7 +255,7 @@ def _note_what_was_not_applied(results, probe_mode: str, plot_file: str | None) 
 
 def failed_rules(result) -> list[str]:
     """The rules that raised on this model: it was not checked by them, so it cannot pass."""
-    return [code for code, status in result.rules.items() if status.startswith("failed")]
+    return result.failed_rules()
 
 
 def _say_unchecked(results) -> bool:

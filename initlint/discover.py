@@ -61,8 +61,44 @@ def expand_targets(targets: Iterable[str], exclude: Iterable[str] = (), respect_
         if respect_gitignore and found:
             ignored = gitignored(found)
             found = [path for path in found if path not in ignored]
-        expanded.extend(found)
+        external = onnx_external_data(found)
+        expanded.extend(path for path in found if path not in external)
     return list(dict.fromkeys(expanded))
+
+
+def onnx_external_data(paths: list[str]) -> set[str]:
+    """The files among ``paths`` that an ONNX model among them keeps its weights in (external
+    data, often ``weights.bin``): part of that model, not models of their own. Only folders
+    holding both are read, and only the models' structure (initlint.loaders.onnx.scan)."""
+    folders_with_onnx = {os.path.dirname(p) for p in paths if p.lower().endswith(".onnx")}
+    others = {os.path.abspath(p): p for p in paths if not p.lower().endswith(".onnx")}
+    if not folders_with_onnx or not any(os.path.dirname(p) in folders_with_onnx for p in others.values()):
+        return set()
+    try:
+        from .loaders.onnx.scan import read_structure
+    except ImportError:
+        return set()
+    found = set()
+    for model_path in paths:
+        if not model_path.lower().endswith(".onnx"):
+            continue
+        folder = os.path.dirname(model_path)
+        if not any(os.path.dirname(p) == folder for p in others.values()):
+            continue
+        try:
+            structure = read_structure(model_path)
+        except Exception:  # an unreadable model is reported when it is linted
+            continue
+        initializers = list(structure.model.graph.initializer)
+        with contextlib.suppress(Exception):
+            structure.file.mm.close()
+        for tensor in initializers:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    match = others.get(os.path.abspath(os.path.join(folder, entry.value)))
+                    if match is not None:
+                        found.add(match)
+    return found
 
 
 def gitignored(paths: list[str]) -> set[str]:

@@ -27,12 +27,13 @@ def _literal(value: object) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def random_init_for(graph: g.ModelGraph, layer: g.Layer) -> str:
+def random_init_for(graph: g.ModelGraph, layer: g.Layer, activation: g.Layer | None = None) -> str:
     """The variance-preserving init call for ``layer``'s weight, chosen by the activation after it
     (docs/science.md §2-3): He before the ReLU family and its smooth relatives, Glorot with tanh's
-    gain before tanh, LeCun before SELU, Glorot before sigmoid or no activation."""
+    gain before tanh, LeCun before SELU, Glorot before sigmoid or no activation. A rule that has
+    already paired the layer with its activation passes it as ``activation``."""
     weight = layer.weight.name
-    after = graph.activation_after(layer)
+    after = activation if activation is not None else graph.activation_after(layer)
     name = after.activation if after is not None else None
     if name in ("leaky_relu", "prelu"):
         alpha = after.attrs.get("alpha")
@@ -45,3 +46,22 @@ def random_init_for(graph: g.ModelGraph, layer: g.Layer) -> str:
     if name == "selu":
         return init_call("kaiming_normal_", weight, nonlinearity="linear")
     return init_call("xavier_uniform_", weight)
+
+
+def reinit_call(graph: g.ModelGraph, parameter: str) -> str | None:
+    """The init call that gives ``parameter`` a sound starting value, from its role in its layer:
+    the variance-preserving draw for a weighted layer's weight, 1 for a normalization gain, 0 for
+    a bias or shift; None for a tensor no layer holds as one of those (a buffer, a mask)."""
+    for layer in graph.layers.values():
+        for role, tensor in layer.params.items():
+            if tensor.name != parameter:
+                continue
+            if role == "weight" and layer.kind == g.EMBEDDING:
+                return init_call("normal_", parameter)  # N(0, 1), torch's default for an embedding table
+            if role == "weight" and layer.is_weighted and tensor.ndim >= 2:
+                return random_init_for(graph, layer)
+            if role == "weight" and layer.kind == g.NORM:
+                return init_call("ones_", parameter)
+            if role == "bias":
+                return init_call("zeros_", parameter)
+    return None

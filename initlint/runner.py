@@ -41,6 +41,10 @@ class TargetResult:
     signal: list[dict] | None = None  # predicted variance per layer (initlint.signal)
     summary: dict | None = None  # model_summary() kept where the graph is dropped (worker processes)
 
+    def failed_rules(self) -> list[str]:
+        """Codes of the rules that crashed on this model: it was not fully checked."""
+        return [code for code, status in self.rules.items() if status.startswith("failed")]
+
     def worst(self) -> Severity | None:
         return max((f.severity for f in self.findings), default=None)
 

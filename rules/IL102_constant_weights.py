@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.symmetry import Harm, symmetry_of
 
@@ -67,7 +68,8 @@ class ConstantWeights(Rule):
             stats = weight.stats
             if not _is_constant(layer):
                 continue
-            message = f"all {weight.size:,} values equal {stats.min:.6g}"
+            values = f"all {weight.size:,} values equal {stats.min:.6g}"
+            fix = f"{random_init_for(graph, layer)}: a random draw, so that each unit starts different"
             evidence = {"value": stats.min, "count": weight.size}
             symmetric_next = _next_layers_keep_symmetry(graph, layer) if graph.has_structure else []
             bias_constant = layer.bias is None or layer.bias.stats.all_equal
@@ -76,44 +78,44 @@ class ConstantWeights(Rule):
             if everything_constant and bias_constant:
                 yield self.finding(
                     weight.name,
-                    f"{message}, and every weighted layer of the model is constant: the units of each layer stay identical forever (rank 1)",
+                    f"{_STAYS_ONE_UNIT}: {values}, and every weighted layer of the model is constant (rank 1)",
                     evidence={**evidence, "constant_layers": len(candidates)},
                     prediction=same,
-                    fix=_FIX,
+                    fix=fix,
                 )
             elif symmetric_next and bias_constant:
                 names = ", ".join(n.weight.name for n in symmetric_next)
                 yield self.finding(
                     weight.name,
-                    f"{message}, and the next layer ({names}) treats its {layer.units} units alike: they stay identical forever (rank 1)",
+                    f"{_STAYS_ONE_UNIT}: {values}, and the next layer ({names}) treats its {layer.units} units alike (rank 1)",
                     evidence=evidence,
                     prediction=same,
-                    fix=_FIX,
+                    fix=fix,
                 )
             elif symmetry.harm(layer.name) == Harm.FATAL:
                 yield self.finding(
                     weight.name,
-                    f"{message}, and every hidden layer of the model is one unit wide (constant or one row tiled): the network is a chain of single features",
+                    f"the whole network learns like a chain of single features, one per layer: {values}, and every hidden layer of the model is one unit wide (constant or one row tiled)",
                     evidence={**evidence, "one_unit_layers": len(symmetry.collapsed)},
                     prediction=same,
-                    fix=_FIX,
+                    fix=fix,
                 )
             else:
                 # Recoverable, but slowly (docs/science.md §11): a warning without structure too.
                 yield self.finding(
                     weight.name,
-                    f"{message}; its random neighbours break the symmetry, but slowly: the layer starts with identical units",
+                    f"this layer starts with identical units, and training tells them apart only slowly, through its random neighbours: {values}",
                     Severity.WARNING,
                     evidence=evidence,
                     prediction=same,
-                    fix=_FIX,
+                    fix=fix,
                 )
 
     must_flag = ()
     must_not_flag = ()
 
 
-_FIX = "use a random init: nn.init.kaiming_normal_(w, nonlinearity='relu') or nn.init.xavier_uniform_(w)"
+_STAYS_ONE_UNIT = "every unit of this layer stays a copy of the others for the whole of training, so the layer learns like a single unit"
 
 
 def _is_constant(layer) -> bool:

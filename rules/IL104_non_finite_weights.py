@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import reinit_call
 from initlint.prediction import Claim, Prediction, Quantity
 
 
@@ -61,15 +62,21 @@ class NonFiniteWeights(Rule):
             index = tuple(int(i) for i in first)
             yield self.finding(
                 name,
+                f"training cannot start: the outputs that depend on this tensor turn NaN or infinite, and so does the loss from the first step: "
                 f"{stats.nonfinite_count:,} of {stats.count:,} values are NaN or infinite (first at index {index})",
                 evidence={"nonfinite": stats.nonfinite_count, "count": stats.count, "first_index": list(index)},
                 prediction=Prediction(Quantity.NON_FINITE_FRACTION, Claim.ABOVE, 0.0, to_layer=owner[name]) if name in owner else None,
-                fix="find the division or log that produced it in the init code, or re-export the checkpoint",
+                fix=_fix(graph, name),
             )
 
     must_flag = ()
     must_not_flag = ()
 
+
+def _fix(graph, name: str) -> str:
+    trace = "find the division or log that produced the values in the init code, or re-export the checkpoint"
+    call = reinit_call(graph, name)
+    return f"{call}, then {trace}" if call else trace
 
 def nan_in_hidden_layer():
     import torch

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import reinit_call
 from initlint.prediction import Claim, Prediction, Quantity
 
 FLOAT32_MAX = 3.4028234663852886e38
@@ -75,17 +76,22 @@ class UninitializedWeights(Rule):
             overflows = layer is not None and layer.fan_in and largest * layer.fan_in >= FLOAT32_MAX
             yield self.finding(
                 name,
-                f"values reach |w| = {largest:.3g} (mean of w² {stats.mean_sq:.3g}): no init scheme produces this; "
+                f"training starts from garbage: values this large swamp or overflow the outputs they feed: "
+                f"values reach |w| = {largest:.3g} (mean of w² {stats.mean_sq:.3g}), which no init scheme produces; "
                 "the tensor looks like uninitialized memory (torch.empty / torch.Tensor(n) never initialized)",
                 evidence={"max_abs": largest, "mean_sq": stats.mean_sq, "count": stats.count},
                 prediction=Prediction(Quantity.NON_FINITE_FRACTION, Claim.ABOVE, 0.0, to_layer=layer.name) if overflows else None,
-                fix="initialize the parameter in reset_parameters() (nn.init.ones_/zeros_/the layer's scheme)",
+                fix=_fix(graph, name),
             )
 
     must_flag = ()
     must_not_flag = ()
 
 
+def _fix(graph, name: str) -> str:
+    call = reinit_call(graph, name)
+    where = "in the module's reset_parameters(), which torch.empty-allocated parameters need"
+    return f"{call} {where}" if call else f"initialize the parameter {where} (nn.init.ones_ for a gain, nn.init.zeros_ for a shift)"
 
 
 def mlp_with_uninitialized_scale():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.chains import plain_chains
 from initlint.signal import activation_gains, scalar, weight_variance
@@ -96,7 +97,8 @@ class ReluAfterGlorotInit(Rule):
             count = f"{len(chain)} consecutive layers" if len(chain) > 1 else "1 layer"
             yield self.finding(
                 first.weight.name,
-                f"{count} with Glorot-scaled weights ({fp.describe()}) feed {first_act.activation}: "
+                f"the signal shrinks through {'these layers' if len(chain) > 1 else 'this layer'}, so the output barely responds to the input and the first layers learn slowly: "
+                f"{count} with Glorot-scaled weights ({fp.describe()}) feed {first_act.activation}, "
                 f"each keeps {per_layer:.2f} of the signal variance, {kept:.2g} after the run",
                 severity,
                 evidence={
@@ -106,7 +108,7 @@ class ReluAfterGlorotInit(Rule):
                     "kept": kept,
                 },
                 prediction=_prediction(ctx, chain, kept, bound) if severity > Severity.INFO else None,
-                fix=_fix(first_act),
+                fix=_fix(graph, chain),
             )
 
     must_flag = ()
@@ -136,11 +138,12 @@ def _slope(activation: g.Layer) -> float | None:
     return scalar(activation.attrs.get("alpha"))
 
 
-def _fix(activation: g.Layer) -> str:
-    if activation.activation in ("leaky_relu", "prelu"):
-        a = 0.01 if _slope(activation) is None else _slope(activation)
-        return f"nn.init.kaiming_normal_(layer.weight, a={a:g}, nonlinearity='leaky_relu') for each layer of the run (Keras: he_normal)"
-    return "nn.init.kaiming_normal_(layer.weight, nonlinearity='relu') for each layer of the run (Keras: he_normal)"
+def _fix(graph: g.ModelGraph, chain) -> str:
+    (first, activation), rest = chain[0], [layer.weight.name for layer, _ in chain[1:]]
+    call = random_init_for(graph, first, activation)
+    if not rest:
+        return call
+    return f"{call}, and the same for {', '.join(rest[:3])}{f' and {len(rest) - 3} more' if len(rest) > 3 else ''}"
 
 
 # --- examples ---------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import math
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import init_call
 from initlint.fingerprint import NORMAL, scale_tolerance
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.chains import feeding_layer, plain_chains
@@ -78,17 +79,24 @@ class SeluWithoutLecun(Rule):
             drift = "grows" if sigma_w2 > 1 else "shrinks"
             yield self.finding(
                 layer.weight.name,
-                f"SELU needs fan_in·Var(W) = 1 (LeCun normal) to self-normalize; here it is {sigma_w2:.3g} "
-                f"({fp.describe() if fp else 'no fingerprint'}), so the variance {drift} layer by layer",
+                f"SELU cannot keep the signal normalized here, so its variance {drift} layer by layer instead of settling: "
+                f"fan_in·Var(W) = {sigma_w2:.3g} where SELU needs 1 (LeCun normal) ({fp.describe() if fp else 'no fingerprint'})",
                 severity,
                 evidence={"sigma_w2": sigma_w2, "init": fp.names if fp else []},
                 prediction=_drift(ctx, stack.get(layer.name), layer),
-                fix="nn.init.kaiming_normal_(w, nonlinearity='linear') (LeCun normal), zero bias, nn.AlphaDropout",
+                fix=_fix(layer),
             )
 
     must_flag = ()
     must_not_flag = ()
 
+
+
+def _fix(layer: g.Layer) -> str:
+    calls = [init_call("kaiming_normal_", layer.weight.name, nonlinearity="linear") + " (LeCun normal)"]
+    if layer.bias is not None and not layer.bias.stats.all_zero:
+        calls.append(init_call("zeros_", layer.bias.name))
+    return ", ".join(calls) + "; use nn.AlphaDropout, not nn.Dropout, between SELU layers"
 
 
 def _drift(ctx, chain, layer) -> Prediction | None:

@@ -7,6 +7,7 @@ import numpy as np
 from initlint import activations
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.chains import reliable
 from initlint.signal import scalar, weight_second_moment
@@ -89,15 +90,16 @@ class OverscaledLayerGain(Rule):
                 predicted = ctx.predicted_ratio(Quantity.FORWARD_VARIANCE_RATIO, previous.name, layer.name)
                 if predicted is not None and predicted > self.settings["warn_gain"]:
                     prediction = Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.ABOVE, self.settings["warn_gain"], from_layer=previous.name, to_layer=layer.name, predicted=predicted)
-            after = f" and {act.activation} (gain {act_gain:.2g})" if act is not None and act.activation else ""
+            after = f", times {act.activation}'s gain {act_gain:.2g}" if act is not None and act.activation else ""
             yield self.finding(
                 layer.weight.name,
-                f"layer gain fan_in·E[W²]·g(φ) = {layer.fan_in}·{weight_second_moment(layer):.3g}{after} = {gain:.3g}: "
-                f"one layer multiplies the signal variance by {gain:.3g} (a variance-preserving init gives 1)",
+                f"this layer blows the signal up, so activations and gradients grow wherever layers like it follow each other: "
+                f"it multiplies the signal variance by {gain:.3g} where a variance-preserving init gives 1 "
+                f"(fan_in·E[W²] = {layer.fan_in}·{weight_second_moment(layer):.3g}{after})",
                 severity,
                 evidence={"gain": gain, "fan_in": layer.fan_in, "weight_second_moment": weight_second_moment(layer), "activation_gain": act_gain},
                 prediction=prediction,
-                fix="nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU, or std = gain/sqrt(fan_in) for a custom normal init",
+                fix=f"{random_init_for(graph, layer, act)}: a draw scaled by the layer's fan for the activation after it",
             )
 
     must_flag = ()

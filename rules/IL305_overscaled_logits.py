@@ -6,6 +6,7 @@ import math
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import init_call
 from initlint.prediction import Claim, Prediction, Quantity
 from initlint.chains import reliable
 
@@ -90,11 +91,12 @@ class OverscaledLogits(Rule):
             chance = f"; a {classes}-class cross-entropy would start near {std * math.sqrt(2 * math.log(classes)):.3g} instead of ln {classes} = {math.log(classes):.2f}" if classes >= 2 else ""
             yield self.finding(
                 head.weight.name,
+                f"{'the model starts out confidently wrong' if classes >= 2 else 'the model starts with outputs far too large'}, so the first steps go to shrinking its outputs instead of learning: "
                 f"predicted output std at init is {std:.3g} (above {threshold:g}){chance}",
                 severity,
                 evidence={"logit_std": std, "classes": classes},
                 prediction=Prediction(Quantity.LOGIT_STD, Claim.ABOVE, threshold, predicted=std),
-                fix="scale the weights by their fan (kaiming_normal_ in hidden layers) and initialize the head small (or at zero)",
+                fix=f"{init_call('normal_', head.weight.name, std=0.01)} (or {init_call('zeros_', head.weight.name)}) to start the head small, and fan-scaled init (nn.init.kaiming_normal_) in the hidden layers",
             )
 
     must_flag = ()

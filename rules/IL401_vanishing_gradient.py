@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import random_init_for
 
 
 class VanishingGradient(Rule):
@@ -79,19 +80,21 @@ class VanishingGradient(Rule):
         if gradient is not None and gradient < self.settings["gradient_ratio_below"]:
             yield self.finding(
                 location,
-                f"the loss gradient at the input of {flow.gradient_first} is {gradient:.2g} of that at {flow.gradient_last} (below {self.settings['gradient_ratio_below']:g}); "
+                f"the first layers barely learn, since almost no gradient reaches them: "
+                f"the loss gradient at the input of {graph.label(flow.gradient_first)} is {gradient:.2g} of that at {graph.label(flow.gradient_last)} (below {self.settings['gradient_ratio_below']:g}); "
                 f"forward signal ratio {_fmt(forward)} (median of {flow.seeds} seeded probe batches)",
                 evidence=evidence,
-                fix=_FIX,
+                fix=_fix(graph, first),
             )
             return
         if forward is not None and forward < self.settings["forward_ratio_below"]:
             yield self.finding(
                 location,
-                f"the forward signal at {last} is {forward:.2g} of that at {first} (below {self.settings['forward_ratio_below']:g} in variance); "
+                f"the signal fades on its way through the model, so the output barely responds to the input: "
+                f"the forward signal at {graph.label(last)} is {forward:.2g} of that at {graph.label(first)} (below {self.settings['forward_ratio_below']:g} in variance); "
                 f"gradient ratio {_fmt(gradient)}",
                 evidence=evidence,
-                fix=_FIX,
+                fix=_fix(graph, first),
             )
             return
         kinds = {layer.name: layer.kind for layer in graph.layers.values()}
@@ -100,10 +103,11 @@ class VanishingGradient(Rule):
             if relative and 0 < relative < self.settings["relative_gradient_below"] and kinds.get(row.layer) != g.EMBEDDING:
                 yield self.finding(
                     row.weight or row.layer,
-                    f"its weight gradient is {relative:.2g} of the weight's norm (below {self.settings['relative_gradient_below']:g}): this layer barely learns",
+                    f"this layer barely learns, since its updates are tiny next to its weights: "
+                    f"its weight gradient is {relative:.2g} of the weight's norm (below {self.settings['relative_gradient_below']:g})",
                     Severity.WARNING,
                     evidence={"grad_to_weight": relative},
-                    fix=_FIX,
+                    fix=_fix(graph, row.layer),
                 )
 
     must_flag = ()
@@ -111,6 +115,13 @@ class VanishingGradient(Rule):
 
 
 _FIX = "use the init made for the activation (nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU), or add normalization / residual connections"
+
+
+def _fix(graph: g.ModelGraph, layer_name: str | None) -> str:
+    layer = graph.layers.get(layer_name) if layer_name else None
+    if layer is None or not layer.is_weighted or layer.kind == g.EMBEDDING:
+        return _FIX
+    return f"{random_init_for(graph, layer)}, and the init made for the activation in each layer like it; where the layers already start that way, the depth is the cause: add normalization / residual connections"
 
 
 def _fmt(value) -> str:

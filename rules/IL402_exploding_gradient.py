@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import random_init_for
 
 
 class ExplodingGradient(Rule):
@@ -62,6 +64,7 @@ class ExplodingGradient(Rule):
     options = {"gradient_ratio_above": 70.0, "forward_ratio_above": 1e6}
 
     def check(self, ctx):
+        graph = ctx.graph
         probe = ctx.probe
         if probe is None:
             return
@@ -71,17 +74,19 @@ class ExplodingGradient(Rule):
         if gradient is not None and gradient > self.settings["gradient_ratio_above"]:
             yield self.finding(
                 location,
-                f"the loss gradient at the input of {flow.gradient_first} is {gradient:.3g}× that at {flow.gradient_last} (above {self.settings['gradient_ratio_above']:g}); "
+                f"the first layers get huge updates, so training diverges unless the learning rate is tiny: "
+                f"the loss gradient at the input of {graph.label(flow.gradient_first)} is {gradient:.3g}× that at {graph.label(flow.gradient_last)} (above {self.settings['gradient_ratio_above']:g}); "
                 f"forward signal ratio {'n/a' if forward is None else f'{forward:.3g}'} (median of {flow.seeds} seeded probe batches)",
                 evidence=evidence,
-                fix=_FIX,
+                fix=_fix(graph, first),
             )
         elif forward is not None and forward > self.settings["forward_ratio_above"]:
             yield self.finding(
                 location,
-                f"the forward signal at {last} is {forward:.3g}× that at {first} (above {self.settings['forward_ratio_above']:g} in variance)",
+                f"the signal blows up on its way through the model, so outputs and loss start huge and training is unstable: "
+                f"the forward signal at {graph.label(last)} is {forward:.3g}× that at {graph.label(first)} (above {self.settings['forward_ratio_above']:g} in variance)",
                 evidence=evidence,
-                fix=_FIX,
+                fix=_fix(graph, first),
             )
 
     must_flag = ()
@@ -89,6 +94,13 @@ class ExplodingGradient(Rule):
 
 
 _FIX = "scale the init by the fan (nn.init.xavier_uniform_ before tanh, nn.init.kaiming_normal_(w, nonlinearity='relu') before ReLU)"
+
+
+def _fix(graph: g.ModelGraph, layer_name: str | None) -> str:
+    layer = graph.layers.get(layer_name) if layer_name else None
+    if layer is None or not layer.is_weighted or layer.kind == g.EMBEDDING:
+        return _FIX
+    return f"{random_init_for(graph, layer)} and the fan-scaled init for the activation in each layer like it"
 
 
 # --- examples: the models this rule must and must not flag -----------------------------------

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import init_call, random_init_for
 
 
 class DeadUnits(Rule):
@@ -73,9 +75,10 @@ class DeadUnits(Rule):
             if dead is not None and dead > limit and row.layer not in zero and units >= self.settings["min_units"]:
                 yield self.finding(
                     row.weight or row.layer,
-                    f"{dead:.0%} of the units after layer {graph.label(row.layer)} are inactive (<= 0) for every sample of the probe batch (above {limit:.0%})",
+                    f"most units after layer {graph.label(row.layer)} start dead: they output 0 on every input, pass no gradient and do not learn: "
+                    f"{dead:.0%} of them are inactive (<= 0) for every sample of the probe batch (above {limit:.0%})",
                     evidence={"dead_fraction": dead, "layer": graph.label(row.layer)},
-                    fix="initialize the bias to zero (or slightly positive) and keep the weights fan-scaled; consider LeakyReLU",
+                    fix=_fix(graph, row.layer),
                 )
 
     must_flag = ()
@@ -83,6 +86,24 @@ class DeadUnits(Rule):
 
 
 # --- examples: the models this rule must and must not flag -----------------------------------
+
+
+_FIX = "initialize the bias to zero (or slightly positive) and keep the weights fan-scaled; consider LeakyReLU"
+
+
+def _fix(graph: g.ModelGraph, layer_name: str) -> str:
+    """Zero the negative shift that pushes the pre-activations below 0 (the layer's bias, or the
+    shift of a normalization right after it); with no such shift, the fan-scaled init of the weights."""
+    layer = graph.layers.get(layer_name)
+    if layer is None or not layer.is_weighted or layer.kind == g.EMBEDDING:
+        return _FIX
+    # A normalization right after the layer removes the layer's own bias: its shift is the one that counts.
+    norms = [n for n in graph.downstream(layer) if n.kind == g.NORM]
+    candidates = [n.bias for n in norms] if norms else [layer.bias]
+    shifts = [t.name for t in candidates if t is not None and t.stats.count and t.stats.mean < 0]
+    if shifts:
+        return f"{' and '.join(init_call('zeros_', name) for name in shifts)}: with no negative shift about half the units start active; or use LeakyReLU"
+    return f"{random_init_for(graph, layer)}: fan-scaled weights leave about half the units active; or use LeakyReLU"
 
 
 def negative_bias_before_relu():

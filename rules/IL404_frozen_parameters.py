@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
+from initlint.fixes import init_call, random_init_for
 from initlint.measurement import UNFREEZE_STEPS
 from initlint.example_models import (
     lora_b_zero_a_random,
@@ -62,20 +64,71 @@ class FrozenParameters(Rule):
     needs_structure = True
 
     def check(self, ctx):
+        graph = ctx.graph
         probe = ctx.probe
         if probe is None:
             return
         for name in probe.frozen_parameters:
             yield self.finding(
                 name,
-                f"its gradient is exactly 0 on all {len(probe.seeds)} probe batches and still exactly 0 after up to {UNFREEZE_STEPS} plain-SGD steps on a copy: it will never train",
+                f"this parameter never gets a gradient, so it will never train: its gradient is exactly 0 on all {len(probe.seeds)} probe batches "
+                f"and still exactly 0 after up to {UNFREEZE_STEPS} plain-SGD steps on a copy",
                 evidence={"seeds": probe.seeds, "sgd_steps": UNFREEZE_STEPS},
-                fix="initialize the zero layer randomly (nn.init.kaiming_normal_ before ReLU); keep zeros only where the output is added to a non-zero path",
+                fix=_fix(graph, name),
             )
 
     must_flag = ()
     must_not_flag = ()
 
+
+
+_KEEP_ZEROS = "keep zero init only where the layer's output is added to a non-zero path (a residual branch end, LoRA B)"
+_THROUGH = g.TRANSPARENT_KINDS | {g.ACTIVATION}
+
+
+def _fix(graph: g.ModelGraph, parameter: str) -> str:
+    """The likely cause of the freeze as the call that removes it: a zero layer or zero
+    normalization gain that feeds this parameter's layer a constant, the layer's own zeros, or one
+    after it that passes no gradient back (tried in that order: a constant input freezes a weight
+    whatever comes after, docs/science.md §5)."""
+    layer = next((layer for layer in graph.layers.values() if any(t.name == parameter for t in layer.params.values())), None)
+    if layer is None:
+        return f"initialize the zero layer randomly (nn.init.kaiming_normal_ before ReLU); {_KEEP_ZEROS}"
+    before = _zeros_before(graph, layer)
+    own = [layer] if _zero_layer(layer) or _zero_gain(layer) else []
+    after = [n for n in graph.downstream(layer, _THROUGH) if _zero_layer(n) or _zero_gain(n)]
+    cause = next(iter(before + own + after), None)
+    if cause is None:
+        return f"initialize the zero layer randomly (nn.init.kaiming_normal_ before ReLU); {_KEEP_ZEROS}"
+    kind = "normalization" if cause.kind == g.NORM else "layer"
+    where = f"this {kind}" if cause is layer else f"{kind} {graph.label(cause.name)} {'before' if cause in before else 'after'} it"
+    if _zero_gain(cause):
+        return f"{init_call('ones_', cause.weight.name)}: {where} starts with gain 0 and blocks the gradient; {_KEEP_ZEROS}"
+    return f"{random_init_for(graph, cause)}: {where} starts all zero and blocks the gradient; {_KEEP_ZEROS}"
+
+
+def _zeros_before(graph: g.ModelGraph, layer: g.Layer) -> list[g.Layer]:
+    """The zero layers and zero-gain normalizations on the nearest weighted path into ``layer``
+    (through normalizations with a gain, which pass a constant input on as a constant)."""
+    found, frontier, seen = [], graph.upstream(layer, _THROUGH), set()
+    while frontier:
+        node = frontier.pop(0)
+        if node.name in seen:
+            continue
+        seen.add(node.name)
+        if _zero_layer(node) or _zero_gain(node):
+            found.append(node)
+        elif node.kind == g.NORM:
+            frontier.extend(graph.upstream(node, _THROUGH))
+    return found
+
+
+def _zero_layer(layer: g.Layer) -> bool:
+    return layer.is_weighted and layer.weight.ndim >= 2 and layer.weight.stats.count > 0 and layer.weight.stats.all_zero
+
+
+def _zero_gain(layer: g.Layer) -> bool:
+    return layer.kind == g.NORM and layer.weight is not None and layer.weight.stats.count > 0 and layer.weight.stats.all_zero
 
 
 def fixup_zero_head_and_branch_ends():

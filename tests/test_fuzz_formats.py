@@ -241,6 +241,9 @@ def fuzz(count: int, seed: int, workdir: Path) -> dict:
             path.unlink()
         done += len(batch)
         figures["files"] = done
+        if count > 1000:  # the long run: a line per batch, so an interrupted run still says how far it got
+            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >> 10
+            print(f"fuzz: {done} files, exit codes {dict(figures['exit_codes'])}, {figures['errors']} one-line errors, slowest {figures['slowest_s']:.1f} s, peak {peak} MiB", file=sys.stderr, flush=True)
     figures["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return figures
 

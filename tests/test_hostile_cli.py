@@ -248,3 +248,19 @@ def test_probe_and_plot_on_a_weights_only_file_say_why_they_did_not_apply(tmp_pa
     assert any(n.startswith("--probe always was not applied: the file holds weights only") for n in notes), notes
     assert any(n.startswith("--plot drew nothing for this model: the file holds weights only") for n in notes), notes
     assert not (tmp_path / "p.png").exists()
+
+
+def test_a_rule_that_crashes_does_not_pass_the_api_report(monkeypatch):
+    from initlint import api
+    from initlint.engine import registry
+
+    def crash(self, graph):
+        raise RuntimeError("boom")
+
+    assert api.check(str(HEALTHY), probe="never", config=False).ok  # the model itself passes
+    monkeypatch.setattr(registry().get("IL105"), "check", crash)
+    report = api.check(str(HEALTHY), probe="never", config=False)
+    assert not report.ok and report.failed_rules == ["IL105"] and not report.failing
+    assert "could not be checked by IL105" in str(report) and "boom" in str(report)
+    with pytest.raises(api.InitFindingsError):
+        report.raise_for_findings()

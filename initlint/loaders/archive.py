@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from pathlib import PurePosixPath
 
 from ..errors import InitlintError
@@ -48,6 +49,14 @@ def check_zip(path: str) -> list[str]:
         if not is_safe_member_name(info.filename):
             raise InitlintError(path, f"refused: archive member {info.filename!r} points outside the archive")
     return [info.filename for info in infos]
+
+
+def read_member(path: str, archive: zipfile.ZipFile, name: str) -> bytes:
+    """One member's bytes; a corrupt member (bad header, CRC, compression) is an InitlintError."""
+    try:
+        return archive.read(name)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError, zlib.error) as exc:
+        raise InitlintError(path, f"corrupt zip archive: member {name!r} cannot be read ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})") from None
 
 
 def is_safe_member_name(name: str) -> bool:

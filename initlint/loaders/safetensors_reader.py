@@ -9,6 +9,8 @@ present before any tensor is touched, so a tiny file that claims a huge tensor i
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import os
 
@@ -19,6 +21,8 @@ from ..graph import ModelGraph, Tensor
 from .weights_only import add_weight_layers
 
 MAX_HEADER_BYTES = 100 * 2**20  # the reference implementation's limit
+MAX_DIMS = 64  # numpy's (and torch's) limit
+MAX_DIM = 2**62  # past it, element counts overflow the int64 that array libraries index with
 
 # safetensors dtype -> (numpy storage dtype, name reported by initlint)
 DTYPES = {
@@ -40,6 +44,25 @@ FLOAT8 = {"F8_E4M3", "F8_E5M2"}
 
 
 def load_safetensors(path: str) -> ModelGraph:
+    # A header may list a million tensors: the cyclic garbage collector would rescan every
+    # object made so far again and again while they are built (minutes instead of seconds),
+    # and nothing made here is cyclic garbage.
+    with _collector_paused():
+        return _load(path)
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _load(path: str) -> ModelGraph:
     header, data_start, file_size = read_header(path)
     data_len = file_size - data_start
     graph = ModelGraph(target=path, format="safetensors", has_structure=False)
@@ -97,7 +120,11 @@ def _validate_entry(path: str, name: str, entry, data_len: int) -> tuple[str, tu
         raise bad(f"has unknown dtype {dtype_code!r}")
     shape = entry.get("shape")
     if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
-        raise bad(f"has an invalid shape {shape!r}")
+        raise bad(f"has an invalid shape {str(shape)[:80]}")
+    if len(shape) > MAX_DIMS:
+        raise bad(f"has {len(shape)} dimensions (at most {MAX_DIMS} are supported)")
+    if any(d > MAX_DIM for d in shape):
+        raise bad(f"has a dimension of {max(shape):.3g}, more elements than any array can hold")
     offsets = entry.get("data_offsets")
     if (
         not isinstance(offsets, list)

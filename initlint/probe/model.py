@@ -35,6 +35,26 @@ SPATIAL_CANDIDATES = {
 }
 
 
+# A shape the model file declares is used as it is, batch included; past this many elements
+# (1 GiB of float32, a thousand times the probe's own batches) it is taken as a hostile or
+# mistaken declaration, not run. Free memory bounds it further.
+MAX_DECLARED_INPUT_ELEMENTS = 2**28
+# Activations and gradients of a pass hold many copies of the input's size.
+INPUT_MEMORY_FACTOR = 16
+
+
+def _check_declared_input(name: str, shape) -> None:
+    """Refuse to allocate an input the file declares larger than the probe can afford."""
+    from ..isolation import available_memory
+
+    elements = math.prod(int(d) for d in shape)
+    free = available_memory()
+    limit = MAX_DECLARED_INPUT_ELEMENTS if not free else min(MAX_DECLARED_INPUT_ELEMENTS, free // (4 * INPUT_MEMORY_FACTOR))
+    if elements > limit:
+        dims = "x".join(str(d) for d in shape)
+        raise ProbeUnavailable(f"the model declares input {name!r} as {dims} ({elements:,} elements), more than the probe allocates ({limit:,}); pass --input-shape to run it smaller")
+
+
 class ProbeUnavailable(Exception):
     """The model cannot be run by the probe; the message says why (it becomes a note)."""
 
@@ -144,6 +164,8 @@ def _torch_inputs(torch, graph, module, example, input_shapes, input_dtype):
         # A .pt2 archive records the shapes it was exported with, a Keras model its Input's (the
         # batch left open): positional, in order.
         specs = [(tuple(d or batch_for(math.prod(dims[1:])) for d in dims), input_dtype or dtype, vocab) for dims, dtype in graph.inputs.values()]
+        for name, (shape, _, _) in zip(graph.inputs, specs):
+            _check_declared_input(name, shape)
         kw_names = [None] * len(specs)
     else:
         shape, dtype = _shape_from_first_layer(graph, module)
@@ -540,6 +562,7 @@ def _onnx_inputs(torch, graph, input_shapes, input_dtype, widen_batch: bool = Fa
             shape = tuple(d if d else (batch_for(per_sample) if i == 0 else DEFAULT_SEQUENCE) for i, d in enumerate(dims))
             if widen_batch and dims and dims[0] == 1:
                 shape = (batch_for(per_sample), *shape[1:])
+            _check_declared_input(name, shape)
         dtype = input_dtype if (input_dtype and position == 0) else dtype
         specs.append((name, shape, dtype))
     if not specs:

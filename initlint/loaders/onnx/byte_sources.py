@@ -44,11 +44,12 @@ class _Source:
     """Where one model's tensor bytes live: the model file (raw data viewed in place) and the
     external-data files beside it, each memory-mapped once."""
 
-    def __init__(self, model_path: Path, file: MappedFile | None = None, raw_spans=None):
+    def __init__(self, model_path: Path, file: MappedFile | None = None, raw_spans=None, constant_spans=None):
         self.model_path = model_path
         self.target = str(model_path)
         self.file = file
         self.raw_spans = raw_spans or []
+        self.constant_spans = constant_spans or {}  # top-level Constant node index -> raw_data span
         self._external: dict[Path, MappedFile] = {}
         self.skipped_types: set[str] = set()
 

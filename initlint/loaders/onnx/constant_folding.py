@@ -44,10 +44,10 @@ def _cast_is_float(attrs: dict) -> bool:
     return attrs.get("to") in FLOAT_TYPES
 
 
-def _constant_node_tensor(node, attrs: dict, source: _Source) -> Tensor | None:
+def _constant_node_tensor(node, attrs: dict, source: _Source, raw_span: tuple[int, int] | None = None) -> Tensor | None:
     out = _text(node.output[0])
     if "value" in attrs:
-        return _tensor_from_proto(attrs["value"], source, name=out)
+        return _tensor_from_proto(attrs["value"], source, name=out, raw_span=raw_span)
     for key, dtype, shaped in (("value_float", np.float32, False), ("value_int", np.int64, False), ("value_floats", np.float32, True), ("value_ints", np.int64, True)):
         if key in attrs:
             try:  # an attribute of the wrong type is just not a constant we can use

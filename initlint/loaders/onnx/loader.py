@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import math
+
 import numpy as np
 import onnx
 from onnx import TensorProto
@@ -34,11 +36,11 @@ def load_onnx(path: str | os.PathLike) -> ModelGraph:
             raise InitlintError(target, "empty file, not an ONNX model")
     except OSError as exc:
         raise InitlintError(target, f"cannot be read ({exc.strerror or exc})") from None
-    file, raw_spans = None, None
+    file, raw_spans, constant_spans = None, None, None
     try:
         # Structure only: the weights' bytes stay in the file, viewed in place.
         structure = read_structure(model_path)
-        model, file, raw_spans = structure.model, structure.file, structure.raw_spans
+        model, file, raw_spans, constant_spans = structure.model, structure.file, structure.raw_spans, structure.constant_spans
     except ScanError as exc:
         if exc.malformed:  # protobuf would refuse it too: no need to read it all into memory
             raise InitlintError(target, f"not a readable ONNX model (malformed protobuf: {exc})", "is the file truncated, or not ONNX?") from None
@@ -54,12 +56,47 @@ def load_onnx(path: str | os.PathLike) -> ModelGraph:
             raise InitlintError(target, f"not a readable ONNX model ({_first_line(exc)})") from None
     if not model.HasField("graph") or (len(model.graph.node) == 0 and len(model.graph.initializer) == 0):
         raise InitlintError(target, "not an ONNX model: the file parses but holds no graph (truncated or not ONNX?)")
-    return build_graph(model, model_path, _Source(model_path, file, raw_spans))
+    return build_graph(model, model_path, _Source(model_path, file, raw_spans, constant_spans))
 
 
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else 'parse error'}"
+
+
+# A sparse initializer is expanded to its dense form when a rule reads it; past this many
+# elements (1 GiB of float32) it is left unread, with a note.
+MAX_SPARSE_DENSE_ELEMENTS = 2**28
+
+
+def _sparse_tensor(sparse, source: _Source) -> Tensor | None:
+    """A lazy dense Tensor for a SparseTensorProto: zeros with its values at its indices (linear,
+    [NNZ], or one row of coordinates per value, [NNZ, rank]), every size checked before use."""
+    dims = tuple(int(d) for d in sparse.dims)
+    name = _text(sparse.values.name)
+    values = _tensor_from_proto(sparse.values, source, name=name)
+    indices = _tensor_from_proto(sparse.indices, source, name=f"{name} (indices)")
+    if values is None or indices is None or any(d < 0 for d in dims) or math.prod(dims) > MAX_SPARSE_DENSE_ELEMENTS:
+        return None
+    size = math.prod(dims)
+    count = values.size
+    if values.ndim != 1 or not indices.dtype.startswith("int") or indices.shape not in ((count,), (count, len(dims))):
+        raise source.error(f"sparse initializer {name!r}: {count} values do not match indices of shape {indices.shape} for dims {dims}")
+
+    def read() -> np.ndarray:
+        where = np.asarray(indices.values(), dtype=np.int64)
+        if where.ndim == 2:
+            if where.size and ((where < 0).any() or (where >= np.asarray(dims)).any()):
+                raise source.error(f"sparse initializer {name!r} has an index outside its dims {dims}")
+            where = np.ravel_multi_index(where.T, dims) if where.size else where.reshape(-1)
+        elif where.size and (where.min() < 0 or where.max() >= size):
+            raise source.error(f"sparse initializer {name!r} has an index outside its {size:,} elements")
+        data = np.asarray(values.values())
+        dense = np.zeros(size, dtype=data.dtype)
+        dense[where] = data
+        return dense
+
+    return Tensor(name, dims, values.dtype, read)
 
 
 def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None = None) -> ModelGraph:
@@ -80,6 +117,19 @@ def build_graph(model: onnx.ModelProto, model_path: Path, source: _Source | None
             continue
         consts.add(tensor.name, tensor, init.data_type in FLOAT_TYPES)
         graph.tensors[tensor.name] = tensor
+    unread = []
+    for sparse in onnx_graph.sparse_initializer:
+        tensor = _sparse_tensor(sparse, source)
+        if tensor is None:
+            unread.append(_text(sparse.values.name))
+            continue
+        consts.add(tensor.name, tensor, sparse.values.data_type in FLOAT_TYPES)
+        graph.tensors[tensor.name] = tensor
+    if unread:
+        graph.notes.append(
+            f"{len(unread)} sparse initializer(s) not read (too large to expand, or of a type no rule reads), so not checked: {', '.join(unread[:5])}"
+            + (" ..." if len(unread) > 5 else "")
+        )
     initializer_names = set(consts.values)
     for inp in onnx_graph.input:
         if _text(inp.name) in initializer_names:
@@ -161,7 +211,9 @@ class _Walker:
 
         # Constants and aliases of constants are values, not layers.
         if op == "Constant":
-            tensor = _constant_node_tensor(node, attrs, self.source)
+            # A top-level Constant's bytes stay in the file, viewed in place (initlint.loaders.onnx.scan).
+            span = self.source.constant_spans.get(int(index)) if not prefix and str(index).isdigit() else None
+            tensor = _constant_node_tensor(node, attrs, self.source, raw_span=span)
             if tensor is not None and outputs:
                 consts.add(outputs[0], tensor, tensor.dtype in ("float32", "float64", "float16", "bfloat16"))
                 return None

@@ -20,7 +20,12 @@ import onnx
 
 # Field numbers from onnx.proto3.
 MODEL_GRAPH = 7
+GRAPH_NODE = 1
 GRAPH_INITIALIZER = 5
+NODE_OP_TYPE = 4
+NODE_ATTRIBUTE = 5
+ATTRIBUTE_NAME = 1
+ATTRIBUTE_TENSOR = 5
 TENSOR_RAW_DATA = 9
 _LENGTH_DELIMITED = 2
 
@@ -74,6 +79,8 @@ class Structure:
     file: MappedFile
     # Per graph initializer (in order): (offset, length) of its raw_data in the file, or None.
     raw_spans: list[tuple[int, int] | None] = field(default_factory=list)
+    # Index of a top-level Constant node -> (offset, length) of its value's raw_data.
+    constant_spans: dict[int, tuple[int, int]] = field(default_factory=dict)
 
 
 def _varint(buf, pos: int, end: int) -> tuple[int, int]:
@@ -136,21 +143,68 @@ def _delimited(number: int, payload: bytes) -> bytes:
     return _encode_varint(number << 3 | _LENGTH_DELIMITED) + _encode_varint(len(payload)) + payload
 
 
-def _strip_graph(buf, start: int, end: int, spans: list) -> bytes:
+def _strip_tensor(buf, start: int, end: int) -> tuple[bytes, tuple[int, int] | None]:
+    """A TensorProto without its raw_data, and where that was."""
+    kept = bytearray()
+    raw = None
+    for t_number, t_wire, t_start, t_value, t_end in _fields(buf, start, end):
+        if t_number == TENSOR_RAW_DATA and t_wire == _LENGTH_DELIMITED:
+            raw = (t_value, t_end - t_value)  # the last occurrence wins, as in protobuf
+        else:
+            kept += buf[t_start:t_end]
+    return bytes(kept), raw
+
+
+def _strip_constant_node(buf, start: int, end: int) -> tuple[bytes, tuple[int, int] | None] | None:
+    """A Constant node without its value tensor's raw_data (and where that was), or None for
+    any other node: a Constant holding a large tensor would otherwise be copied by the parse."""
+    fields = list(_fields(buf, start, end))
+    op_types = [bytes(buf[v:e]) for n, w, _, v, e in fields if n == NODE_OP_TYPE and w == _LENGTH_DELIMITED]
+    if not op_types or op_types[-1] != b"Constant":
+        return None
     out = bytearray()
-    for number, wire, field_start, value_start, value_end in _fields(buf, start, end):
-        if number != GRAPH_INITIALIZER or wire != _LENGTH_DELIMITED:
+    span = None
+    for number, wire, field_start, value_start, value_end in fields:
+        if number != NODE_ATTRIBUTE or wire != _LENGTH_DELIMITED:
+            out += buf[field_start:value_end]
+            continue
+        attribute = list(_fields(buf, value_start, value_end))
+        names = [bytes(buf[v:e]) for n, w, _, v, e in attribute if n == ATTRIBUTE_NAME and w == _LENGTH_DELIMITED]
+        if not names or names[-1] != b"value":
             out += buf[field_start:value_end]
             continue
         kept = bytearray()
-        raw = None
-        for t_number, t_wire, t_start, t_value, t_end in _fields(buf, value_start, value_end):
-            if t_number == TENSOR_RAW_DATA and t_wire == _LENGTH_DELIMITED:
-                raw = (t_value, t_end - t_value)  # the last occurrence wins, as in protobuf
+        for a_number, a_wire, a_start, a_value, a_end in attribute:
+            if a_number == ATTRIBUTE_TENSOR and a_wire == _LENGTH_DELIMITED:
+                tensor, span = _strip_tensor(buf, a_value, a_end)
+                kept += _delimited(ATTRIBUTE_TENSOR, tensor)
             else:
-                kept += buf[t_start:t_end]
+                kept += buf[a_start:a_end]
+        out += _delimited(NODE_ATTRIBUTE, bytes(kept))
+    return bytes(out), span
+
+
+def _strip_graph(buf, start: int, end: int, spans: list, constant_spans: dict | None = None) -> bytes:
+    out = bytearray()
+    node_index = 0
+    for number, wire, field_start, value_start, value_end in _fields(buf, start, end):
+        if number == GRAPH_NODE and wire == _LENGTH_DELIMITED and constant_spans is not None:
+            stripped = _strip_constant_node(buf, value_start, value_end)
+            if stripped is None:
+                out += buf[field_start:value_end]
+            else:
+                node, span = stripped
+                if span is not None:
+                    constant_spans[node_index] = span
+                out += _delimited(GRAPH_NODE, node)
+            node_index += 1
+            continue
+        if number != GRAPH_INITIALIZER or wire != _LENGTH_DELIMITED:
+            out += buf[field_start:value_end]
+            continue
+        tensor, raw = _strip_tensor(buf, value_start, value_end)
         spans.append(raw)
-        out += _delimited(GRAPH_INITIALIZER, bytes(kept))
+        out += _delimited(GRAPH_INITIALIZER, tensor)
     return bytes(out)
 
 
@@ -166,17 +220,20 @@ def read_structure(path) -> Structure:
     buf = file.mm
     out = bytearray()
     spans: list[tuple[int, int] | None] = []
+    constant_spans: dict[int, tuple[int, int]] = {}
     graphs = 0
     for number, wire, field_start, value_start, value_end in _fields(buf, 0, file.size):
         if number == MODEL_GRAPH and wire == _LENGTH_DELIMITED:
             graphs += 1
             if graphs > 1:  # protobuf would merge repeated message fields; leave that to it
                 raise ScanError("several graph fields", malformed=False)
-            out += _delimited(MODEL_GRAPH, _strip_graph(buf, value_start, value_end, spans))
+            out += _delimited(MODEL_GRAPH, _strip_graph(buf, value_start, value_end, spans, constant_spans))
         else:
             out += buf[field_start:value_end]
     model = onnx.ModelProto()
     model.ParseFromString(bytes(out))
     if len(model.graph.initializer) != len(spans):
         raise ScanError("initializer count differs from the parse", malformed=False)
-    return Structure(model, file, spans)
+    if any(i >= len(model.graph.node) or model.graph.node[i].op_type != "Constant" for i in constant_spans):
+        raise ScanError("node count differs from the parse", malformed=False)
+    return Structure(model, file, spans, constant_spans)

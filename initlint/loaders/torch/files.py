@@ -7,7 +7,7 @@ import warnings
 
 from ...errors import InitlintError, require_torch
 from ...graph import ModelGraph
-from ..archive import check_zip, is_zip, strip_root
+from ..archive import check_zip, is_zip, read_member, strip_root
 from .export_graph import graph_from_exported
 from .module_graph import graph_from_module
 from .pickle_refusal import PICKLE_HINT, TORCHSCRIPT_HINT, _refuse_pt2_code, _unsupported_global
@@ -25,6 +25,7 @@ def load_pt2(target: str, options) -> ModelGraph:
     if not trusted:
         _refuse_pt2_code(torch, target, names)
     _check_pt2_expressions(target, names)  # sympify evaluates them as Python, trusted or not
+    _check_pt2_weight_sizes(torch, target, names)  # torch.export.load allocates what they declare
     try:
         with _quiet_torch(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -66,7 +67,7 @@ def _check_pt2_expressions(target: str, names: list[str]) -> None:
             if not (name.startswith("models/") and name.endswith(".json")):
                 continue
             try:
-                program = json.loads(archive.read(full))
+                program = json.loads(read_member(target, archive, full))
             except (ValueError, RecursionError) as exc:
                 raise InitlintError(target, f"corrupt .pt2 archive: {name} is not valid JSON ({type(exc).__name__})") from None
             found = list(strings(program))
@@ -77,6 +78,60 @@ def _check_pt2_expressions(target: str, names: list[str]) -> None:
                     check_expression(text)
                 except UnsafeExpression as exc:
                     raise InitlintError(target, f"refused: {name} holds a size expression that is not plain arithmetic ({exc}); loading would evaluate it as Python") from None
+
+
+def _check_pt2_weight_sizes(torch, target: str, names: list[str]) -> None:
+    """Every raw weight and constant the archive's configs declare must fit in the bytes its
+    file holds: torch.export.load allocates each tensor at its declared size first, so a 10 KB
+    archive declaring a [100000, 5000] weight would cost 2 GB before anything fails."""
+    import json
+    import zipfile
+
+    try:
+        from torch._export.serde.serialize import _SERIALIZE_TO_TORCH_DTYPE as dtypes
+    except ImportError:  # another torch's layout: its own loader's checks stand
+        return
+    with zipfile.ZipFile(target) as archive:
+        sizes = dict(zip(strip_root(names), (archive.getinfo(n).file_size for n in names)))
+        for full, name in zip(names, strip_root(names)):
+            if not (name.startswith("data/") and name.endswith("_config.json")):
+                continue
+            try:
+                config = json.loads(read_member(target, archive, full)).get("config", {})
+            except (ValueError, RecursionError, AttributeError):
+                raise InitlintError(target, f"corrupt .pt2 archive: {name} is not a valid config") from None
+            folder = name.rsplit("/", 1)[0]
+            for tensor_name, entry in (config.items() if isinstance(config, dict) else ()):
+                needed = _declared_bytes(entry, dtypes, torch)
+                if needed is None:
+                    continue
+                held = sizes.get(f"{folder}/{entry.get('path_name')}")
+                if held is None or needed > held:
+                    raise InitlintError(
+                        target,
+                        f"corrupt .pt2 archive: {_short(str(tensor_name))[:80]!r} declares {needed:,} bytes but the archive holds {held or 0:,} for it",
+                    )
+
+
+def _declared_bytes(entry, dtypes, torch) -> int | None:
+    """Bytes a raw (not pickled) tensor entry needs: its last element's offset, plus one, times
+    the item size; None where the entry is not a raw tensor with integer sizes."""
+    if not isinstance(entry, dict) or entry.get("use_pickle") is not False or not isinstance(entry.get("tensor_meta"), dict):
+        return None
+    meta = entry["tensor_meta"]
+    try:
+        sizes = [int(d["as_int"]) for d in meta["sizes"]]
+        strides = [int(d["as_int"]) for d in meta["strides"]]
+        offset = int(meta.get("storage_offset", {}).get("as_int", 0))
+        dtype = dtypes.get(meta["dtype"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+    if dtype is None or len(sizes) != len(strides) or any(d < 0 for d in sizes):
+        return None
+    if 0 in sizes:
+        return 0
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return (offset + sum((d - 1) * abs(s) for d, s in zip(sizes, strides)) + 1) * itemsize
 
 
 def load_torch_file(target: str, options) -> ModelGraph:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ...errors import InitlintError
-from ..archive import strip_root
+from ..archive import read_member, strip_root
 
 
 TORCHSCRIPT_HINT = (
@@ -34,7 +34,7 @@ def _refuse_pt2_code(torch, target: str, names: list[str]) -> None:
         for name, full in members.items():
             if name.startswith(("data/weights/", "data/constants/")) and name.endswith("_config.json"):
                 try:
-                    config = json.loads(archive.read(full)).get("config", {})
+                    config = json.loads(read_member(target, archive, full)).get("config", {})
                 except (ValueError, AttributeError) as exc:
                     raise InitlintError(target, f"corrupt .pt2 archive: {name} is not valid JSON ({exc})") from None
                 for fqn, meta in config.items() if isinstance(config, dict) else ():
