@@ -23,13 +23,15 @@ from initlint.runner import lint_target  # noqa: E402
 DEPTH, WIDTH = 20, 64
 
 
-def glorot_relu_stack_with_an_op_onnx2torch_lacks(path: Path) -> None:
-    """20 Gemm + Relu layers with Glorot-uniform weights, then Hardmax (no onnx2torch converter)."""
+def glorot_relu_stack_with_an_op_onnx2torch_lacks(path: Path, uniform_zero_one: int | None = None) -> None:
+    """20 Gemm + Relu layers with Glorot-uniform weights (layer ``uniform_zero_one``: U(0, 1)),
+    then Hardmax (no onnx2torch converter)."""
     rng = np.random.default_rng(0)
     nodes, inits, value = [], [], "x"
     limit = np.sqrt(6 / (2 * WIDTH))
     for i in range(DEPTH):
-        inits.append(numpy_helper.from_array(rng.uniform(-limit, limit, (WIDTH, WIDTH)).astype(np.float32), f"w{i}"))
+        low, high = (0.0, 1.0) if i == uniform_zero_one else (-limit, limit)
+        inits.append(numpy_helper.from_array(rng.uniform(low, high, (WIDTH, WIDTH)).astype(np.float32), f"w{i}"))
         inits.append(numpy_helper.from_array(np.zeros(WIDTH, np.float32), f"b{i}"))
         nodes.append(helper.make_node("Gemm", [value, f"w{i}", f"b{i}"], [f"z{i}"], name=f"fc{i}", transB=1))
         nodes.append(helper.make_node("Relu", [f"z{i}"], [f"a{i}"], name=f"relu{i}"))
@@ -77,6 +79,15 @@ def test_backward_claims_stay_inconclusive_with_the_reason(tmp_path):
         assert verdict["verdict"] == "inconclusive" and verdict["reason"] == measurement.forward_only
     forward = judge(Prediction("forward_variance_ratio", "below", 1e-3, from_layer="fc0", to_layer="fc19"), measurement)
     assert forward["verdict"] == "confirmed", forward
+
+
+def test_a_shared_offset_is_measured_forward_only(tmp_path):
+    path = tmp_path / "stack.onnx"
+    glorot_relu_stack_with_an_op_onnx2torch_lacks(path, uniform_zero_one=3)
+    result = lint_target(str(path), LintOptions(probe="always"))
+    assert result.error is None and result.probe["forward_only"], result.error
+    il105 = next(f for f in result.findings if f.code == "IL105")
+    assert il105.prediction.to_layer == "fc3" and il105.probe["verdict"] == "confirmed", il105.probe
 
 
 def test_an_input_size_the_model_refuses_is_retried(tmp_path):
