@@ -26,15 +26,14 @@ class NonzeroMeanWeights(Rule):
     layer. The classic cause is `nn.init.uniform_(w)`, which is U(0, 1), not U(-a, a).
 
     What the probe measures: with W = mean + std·e, a unit's pre-activation is
-    mean·Σ_j x_j, the same for every unit, plus std·Σ_j e_ij·x_j, its own. For inputs of
-    mean m, second moment q and uncorrelated across units, the shared part's second moment
-    is R = coherent²·(m² + (q - m²)/fan_in)/q times the unit's own, so the share of the
-    output (less its bias) common to all units (`common_component`) is
-    (R + 1/units) / (R + 1), m and q from the signal model (docs/science.md §1). A finding
-    claims that share above what the coherent bound it crossed (`coherent_warning` for a
-    warning, `coherent_error` for an error) gives in place of the coherent ratio. Where the
-    input is centered across its units (after a LayerNorm, Σ_j x_j = 0) the shared part
-    vanishes and the probe refutes the finding.
+    mean·Σ_j x_j, the same for every unit, plus std·Σ_j e_ij·x_j, its own. For an input of
+    common mean m and second moment q (from the signal model, docs/science.md §1) the
+    shared part's second moment is at least R = coherent²·m²/q times the unit's own, so the
+    share of the output (less its bias) common to all units (`common_component`) is
+    (R + 1/units) / (R + 1). A finding claims that share above what the coherent bound it
+    crossed (`coherent_warning` for a warning, `coherent_error` for an error) gives in place
+    of the coherent ratio. Where the input carries no offset to share (centered data, or
+    after a LayerNorm, whose Σ_j x_j = 0 cancels the shared part) the finding makes no claim.
 
     ## Example
     ```python
@@ -111,15 +110,20 @@ def _prediction(layer, signal, fan_in: int, coherent: float, bound: float) -> Pr
     """The share of the output common to all units: above what the crossed ``bound`` gives."""
     if layer.kind not in _MEASURED_KINDS or signal is None or not signal.q_in > 0 or not math.isfinite(signal.q_in):
         return None
-    # The shared part's second moment over a unit's own, per unit of coherent²: the input's
-    # common offset (m²) and, spread over the fan-in, its variance.
-    per_coherent = (signal.m_in**2 + max(signal.q_in - signal.m_in**2, 0.0) / fan_in) / signal.q_in
+    # The shared part's second moment over a unit's own, per unit of coherent², is m²/q: the
+    # offset m the input carries into every unit. Where that offset is smaller than the spread
+    # the fan-in averages (m² <= (q - m²)/fan_in: centered data, an input a LayerNorm centered
+    # across its units, which cancels μ·Σ_j x_j exactly), the shared part is not the offset and
+    # there is nothing this claim could check.
+    offset = min(signal.m_in**2 / signal.q_in, 1.0)
+    if offset * fan_in <= 1.0 - offset:
+        return None
     units = layer.units or 0
     if units < 2:  # one unit shares everything with itself
         return None
 
     def share(ratio: float) -> float:
-        shared = ratio * ratio * per_coherent
+        shared = ratio * ratio * offset
         return (shared + 1 / units) / (shared + 1)
 
     return Prediction(Quantity.COMMON_COMPONENT, Claim.ABOVE, share(bound), to_layer=layer.name, predicted=share(coherent))

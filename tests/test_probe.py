@@ -297,6 +297,21 @@ def test_common_component_tells_a_shared_offset_from_independent_units():
     assert judge(prediction, probe)["verdict"] == "confirmed" and judge(refuted, probe)["verdict"] == "refuted"
 
 
+def test_a_layernorm_cancels_the_shared_offset_and_il105_claims_nothing_there():
+    """LayerNorm centers its output across units, so μ·Σ_j x_j is zero on every sample: the probe
+    measures no shared component, and IL105 (which still flags the U(0, 1) layer) makes no claim
+    the probe would wrongly refute."""
+    from initlint.engine import registry, run_rules
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.LayerNorm(64), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    nn.init.uniform_(model[2].weight)
+    graph, probe = probe_of(model)
+    assert {row.layer: row for row in probe.layers}["2"].common_component < 0.1
+    finding = next(f for f in run_rules(graph, [registry().get("IL105")]).findings if f.location == "2.weight")
+    assert finding.severity == Severity.ERROR and finding.prediction is None
+
+
 def test_plot_is_written(tmp_path):
     pytest.importorskip("matplotlib")
     from initlint.plot import plot_probe
