@@ -60,7 +60,7 @@ def test_a_million_safetensors_entries_lint_in_seconds(tmp_path):
     path = tmp_path / "many.safetensors"
     _safetensors(path, {f"t{i}": {"dtype": "U8", "shape": [1], "data_offsets": [i, i + 1]} for i in range(count)}, b"\1" * count)
     start = time.monotonic()
-    result = lint_target(str(path), LintOptions(probe="never"))
+    result = lint_target(str(path), LintOptions(probe="never", allow_empty=True))  # 1-element tensors: no layer to check
     elapsed = time.monotonic() - start
     assert result.error is None and len(result.graph.tensors) == count
     assert elapsed < 20, elapsed  # was over 120 s: the garbage collector rescanned the header's objects

@@ -22,7 +22,7 @@ import numpy as np
 from ..graph import ModelGraph
 from ..measurement import ProbeMeasurement
 from .measure import MAX_SEEDS, _assemble, _duplicate_fraction, _inactive_fraction, _output_stats, _wants_more, _watch_list, first_tensor, standard_loss
-from .model import DEFAULT_SEQUENCE, MIN_BATCH, SAMPLE_ELEMENTS_BUDGET, SPATIAL_ELEMENTS_BUDGET, ProbeUnavailable, _restore_folded_norms, batch_for
+from .model import DEFAULT_SEQUENCE, MIN_BATCH, SAMPLE_ELEMENTS_BUDGET, SPATIAL_ELEMENTS_BUDGET, ProbeUnavailable, _check_declared_input, _restore_folded_norms, batch_for
 from .onnx_control_flow import inline_static_ifs, prune_unused, selector_values
 
 # The probe shares the machine with the user's work: few threads.
@@ -200,6 +200,8 @@ def _input_specs(proto, graph: ModelGraph, input_shapes: dict, input_dtype) -> l
     tried = []
     for size in CANDIDATE_SIZES if open_dims else (None,):
         trial = _shapes(declared, size, TRIAL_BATCH, selectors)
+        for name, shape, _, _ in trial:  # a size the file declares is not allocated past what the probe affords
+            _check_declared_input(name, shape)
         try:
             evaluate(proto, [proto.graph.output[0].name], _feeds(trial, 0))
         except Exception as exc:
