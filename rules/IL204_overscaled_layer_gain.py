@@ -74,7 +74,7 @@ class OverscaledLayerGain(Rule):
             if any(nxt.kind == g.NORM for nxt in following) or layer.name in sig.folded_norm:
                 continue
             fp = ctx.fingerprint(layer)
-            if fp is not None and fp.status == "unrecognized":
+            if fp is not None and (fp.status == "unrecognized" or _scaled_by_its_fan(fp)):
                 continue
             act = graph.activation_after(layer)
             act_gain = 1.0
@@ -116,6 +116,18 @@ def _activation_gain(act: g.Layer, row) -> float:
     return max(centred, 0.0) / row.q_in
 
 
+# Schemes whose variance follows the layer's fans. A large gain from one of them is the fan ratio
+# of a deliberate choice (He fan_out on a 96 -> 4 squeeze layer gives fan_in·Var = 48): along a
+# chain those ratios telescope to input width over output width (He et al. 2015), and the next
+# layer's own fan undoes it (torchvision's squeeze-excitation blocks). IL204 is about weights
+# that ignore the fan (N(0, 1), a fixed std); IL201/IL3xx judge fan-scaled chains.
+FAN_SCALED = ("he_", "glorot_", "lecun_", "pytorch_default", "orthogonal")
+
+
+def _scaled_by_its_fan(fp) -> bool:
+    return fp.status in ("identified", "ambiguous") and bool(fp.names) and all(name.startswith(FAN_SCALED) for name in fp.names)
+
+
 def _previous_weighted(graph: g.ModelGraph, layer: g.Layer) -> g.Layer | None:
     before = graph.upstream(layer, g.TRANSPARENT_KINDS | {g.ACTIVATION})
     return before[0] if len(before) == 1 and before[0].is_weighted and before[0].kind in GAIN_KINDS else None
@@ -149,5 +161,28 @@ def randn_before_batchnorm():
     return model
 
 
+def squeeze_excitation_fan_out():
+    """torchvision's EfficientNet/MobileNet squeeze-excitation: 96 -> 4 -> 96 convolutions with
+    kaiming_normal_(mode="fan_out"): the squeeze layer's fan_in·Var is 48, the expand layer's 1/12."""
+    import torch.nn as nn
+
+    class SqueezeExcitation(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Linear(16, 96)
+            self.fc1, self.fc2 = nn.Linear(96, 4), nn.Linear(4, 96)
+            self.head = nn.Linear(96, 4)
+            for layer in (self.stem, self.fc1, self.fc2):
+                nn.init.kaiming_normal_(layer.weight, mode="fan_out")
+                nn.init.zeros_(layer.bias)
+
+        def forward(self, x):
+            h = nn.functional.silu(self.stem(x))
+            gate = self.fc2(nn.functional.silu(self.fc1(h))).sigmoid()
+            return self.head(h * gate)
+
+    return SqueezeExcitation()
+
+
 OverscaledLayerGain.must_flag = (Example(two_layer_randn, flagged=("2.weight",), severity="error"),)
-OverscaledLayerGain.must_not_flag = (Example(two_layer_he), Example(randn_before_batchnorm))
+OverscaledLayerGain.must_not_flag = (Example(two_layer_he), Example(randn_before_batchnorm), Example(squeeze_excitation_fan_out))

@@ -102,6 +102,23 @@ def _function_name(target) -> str:
     return getattr(target, "__name__", str(target)).lstrip("_")
 
 
+# torch.nn.functional's norms whose running statistics come before the affine parameters (aten's
+# batch_norm and the layer/group norms take weight, bias first).
+_STATS_FIRST_NORMS = {"batch_norm": ("input", "running_mean", "running_var", "weight", "bias"),
+                      "instance_norm": ("input", "running_mean", "running_var", "weight", "bias")}
+
+
+def _functional_norm_arguments(fname: str, node) -> dict | None:
+    """The arguments of a torch.nn.functional batch/instance norm call by name, or None for any
+    other call (timm's BatchNormAct2d calls F.batch_norm with the running mean second)."""
+    roles = _STATS_FIRST_NORMS.get(fname)
+    if roles is None or getattr(getattr(node, "target", None), "__module__", "") != "torch.nn.functional":
+        return None
+    named = dict(zip(roles, getattr(node, "args", ())))
+    named.update({k: v for k, v in (getattr(node, "kwargs", None) or {}).items() if k in roles})
+    return named
+
+
 def _classify_function(layer: Layer, fname: str, node, inputs, consts) -> None:
     dynamic = [n for n in inputs if n.name not in consts]
     if fname in _FUNCTION_ACTIVATIONS:
@@ -144,9 +161,15 @@ def _classify_function(layer: Layer, fname: str, node, inputs, consts) -> None:
         layer.kind = g.SOFTMAX
     elif fname in _FUNCTION_NORMS:
         layer.kind = g.NORM
-        affine = [consts[n.name] for n in inputs[1:] if n.name in consts]  # weight, bias (then running stats)
-        for role, tensor in zip(("weight", "bias"), affine):
-            layer.params[role] = tensor
+        named = _functional_norm_arguments(fname, node)
+        if named is not None:  # F.batch_norm(x, running_mean, running_var, weight, bias): stats first
+            for role in ("weight", "bias"):
+                if getattr(named.get(role), "name", None) in consts:
+                    layer.params[role] = consts[named[role].name]
+        else:
+            affine = [consts[n.name] for n in inputs[1:] if n.name in consts]  # weight, bias (then running stats)
+            for role, tensor in zip(("weight", "bias"), affine):
+                layer.params[role] = tensor
     elif fname in _FUNCTION_POOLS:
         layer.kind = g.POOL
     elif fname in _FUNCTION_PASSTHROUGH:
