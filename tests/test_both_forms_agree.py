@@ -32,7 +32,11 @@ slow = pytest.mark.skipif(not os.environ.get("INITLINT_SLOW"), reason="exports a
 
 # (model, code) -> why the spec and the ONNX export may disagree on that error code. Empty: none
 # is known; an entry needs a reason a reader can check.
-KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {}
+KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
+    ("all_batchnorm_gains_zero", "IL403"): "the eval-mode export folds the zero gains into the convolutions, so the "
+    "ONNX form reports IL101 at zero convolutions whose frozen claim stays inconclusive on the converted graph; the "
+    "spec form's confirmed IL101 lists the dead units the probe measured (IL403) under it. Both fail the gate.",
+}
 
 
 def _lint_both(group, name, tmp_path):
@@ -48,7 +52,10 @@ def _lint_both(group, name, tmp_path):
 
 
 def _errors(result):
-    return {f.code for f in result.findings if f.severity >= Severity.ERROR}
+    """Error codes, counting the probe's measurements listed under the finding that explains them
+    (a confirmed fatal finding folds IL403/IL404; where the probe leaves it unconfirmed they stand alone)."""
+    errors = [f for f in result.findings if f.severity >= Severity.ERROR]
+    return {f.code for f in errors} | {c["code"] for f in errors for c in f.evidence.get("probe_consequences", [])}
 
 
 def _agree(name, spec, onnx):
