@@ -20,7 +20,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("onnx")
 
-from initlint.engine import Severity  # noqa: E402
+from initlint.engine import Finding, Severity  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("real_models", ROOT / "benchmarks" / "real_models.py")
@@ -106,8 +106,14 @@ def test_a_disagreement_is_reported(tmp_path):
 
     class Result:
         def __init__(self, codes):
-            self.findings = [type("F", (), {"code": c, "severity": Severity.ERROR})() for c in codes]
+            self.findings = [Finding(c, "x", Severity.ERROR, "fc.weight", "m") for c in codes]
 
     with pytest.raises(AssertionError):
         _agree("made_up", Result({"IL301"}), Result(set()))
     _agree("made_up", Result({"IL301"}), Result({"IL301"}))
+    # A measurement folded under a finding in one form counts as that code.
+    folded = Result({"IL101"})
+    folded.findings[0].evidence = {"probe_consequences": [{"code": "IL404", "location": "fc.weight"}]}
+    _agree("made_up", folded, Result({"IL101", "IL404"}))
+    with pytest.raises(AssertionError):
+        _agree("made_up", folded, Result({"IL101"}))

@@ -193,20 +193,33 @@ def _limited():
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
+# Runs the command and reports the peak resident memory of it and its workers: the test process's
+# own RUSAGE_CHILDREN would also count every subprocess the rest of the suite ran before.
+_PEAK_MARK = "INITLINT_FUZZ_PEAK_KIB="
+_MEASURED = (
+    "import resource, subprocess, sys\n"
+    "code = subprocess.run(sys.argv[1:]).returncode\n"
+    f"sys.stderr.write('\\n{_PEAK_MARK}%d\\n' % resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    "sys.exit(code)\n"
+)
+
+
 def run_batch(paths: list[Path], workdir: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "INITLINT_DEBUG"}
     start = time.monotonic()
     out = subprocess.run(
-        [sys.executable, "-m", "initlint", "--probe", "never", "--format", "json", "-j", "2", *map(str, paths)],
+        [sys.executable, "-c", _MEASURED, sys.executable, "-m", "initlint", "--probe", "never", "--format", "json", "-j", "2", *map(str, paths)],
         capture_output=True, text=True, timeout=BATCH_TIMEOUT_S, preexec_fn=_limited, env=env, cwd=workdir,
     )
-    return {"returncode": out.returncode, "stdout": out.stdout, "stderr": out.stderr, "elapsed_s": time.monotonic() - start}
+    stderr, _, peak = out.stderr.rpartition(_PEAK_MARK)
+    peak_bytes = int(peak.strip()) * 1024 if peak.strip().isdigit() else 0
+    return {"returncode": out.returncode, "stdout": out.stdout, "stderr": stderr.rstrip("\n"), "elapsed_s": time.monotonic() - start, "peak_rss_bytes": peak_bytes}
 
 
 def fuzz(count: int, seed: int, workdir: Path) -> dict:
     rng = random.Random(seed)
     seeds = {"onnx": seed_onnx(), "safetensors": seed_safetensors(), "pt2": seed_pt2(workdir), "torchscript": seed_torchscript(workdir)}
-    figures = {"files": 0, "by_format": Counter(), "exit_codes": Counter(), "errors": 0, "tracebacks": 0, "hangs": 0, "slowest_s": 0.0, "slowest": None}
+    figures = {"files": 0, "by_format": Counter(), "exit_codes": Counter(), "errors": 0, "tracebacks": 0, "hangs": 0, "slowest_s": 0.0, "slowest": None, "peak_rss_bytes": 0}
     names = sorted(FORMATS)
     done = 0
     while done < count:
@@ -224,6 +237,7 @@ def fuzz(count: int, seed: int, workdir: Path) -> dict:
             figures["hangs"] += 1
             raise AssertionError(f"a batch ran past {BATCH_TIMEOUT_S} s: {[p.name for p in batch]}")
         figures["exit_codes"][run["returncode"]] += 1
+        figures["peak_rss_bytes"] = max(figures["peak_rss_bytes"], run["peak_rss_bytes"])
         assert run["returncode"] in (0, 1, 2), (run["returncode"], run["stderr"][-3000:])
         if "Traceback" in run["stdout"] + run["stderr"]:
             figures["tracebacks"] += 1
@@ -242,9 +256,8 @@ def fuzz(count: int, seed: int, workdir: Path) -> dict:
         done += len(batch)
         figures["files"] = done
         if count > 1000:  # the long run: a line per batch, so an interrupted run still says how far it got
-            peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss >> 10
+            peak = figures["peak_rss_bytes"] >> 20
             print(f"fuzz: {done} files, exit codes {dict(figures['exit_codes'])}, {figures['errors']} one-line errors, slowest {figures['slowest_s']:.1f} s, peak {peak} MiB", file=sys.stderr, flush=True)
-    figures["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     return figures
 
 
