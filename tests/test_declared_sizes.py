@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from cli_checks import assert_one_line_error as _one_line_error
+from cli_checks import lint as _lint
 from initlint.cli import main
 from initlint.options import LintOptions
 from initlint.runner import lint_target
@@ -21,17 +23,6 @@ onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
 
-def _lint(*args):
-    return CliRunner().invoke(main, [*map(str, args), "--probe", "never"])
-
-
-def _one_line_error(result, path, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith(str(path))]
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def _safetensors(path, header: dict, data: bytes = b"") -> None:

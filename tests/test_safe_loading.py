@@ -13,9 +13,9 @@ import struct
 import zipfile
 
 import pytest
-from click.testing import CliRunner
 
-from initlint.cli import main
+from cli_checks import assert_one_line_error as _assert_one_line_error
+from cli_checks import lint as _lint
 from initlint.loaders import archive
 
 torch = pytest.importorskip("torch")
@@ -33,17 +33,6 @@ class CreatesFile:
         return (open, (self.path, "w"))
 
 
-def _lint(*args):
-    return CliRunner().invoke(main, [*map(str, args), "--probe", "never"])
-
-
-def _assert_one_line_error(result, path, *fragments):
-    assert result.exit_code == 2, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.startswith(str(path))]
-    assert len(lines) == 1, result.output
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def _tiny_model():

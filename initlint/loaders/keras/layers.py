@@ -17,6 +17,7 @@ import numpy as np
 
 from ... import graph as g
 from ...graph import Layer, Tensor
+from ..torch.tensors import as_numpy
 
 # Keras activation function names -> the canonical names the rules know.
 ACTIVATIONS = {
@@ -80,12 +81,7 @@ def variable_tensor(name: str, variable) -> Tensor:
     def read(variable=variable):
         value = variable.value
         if hasattr(value, "detach"):  # torch backend: a Parameter; a view, no copy
-            value = value.detach()
-            if value.device.type != "cpu":
-                value = value.cpu()
-            if value.dtype.is_floating_point and value.element_size() < 4:
-                value = value.float()
-            return value.numpy()
+            return as_numpy(value)
         return np.asarray(value)
 
     return Tensor(name, tuple(int(d) for d in variable.shape), str(variable.dtype), read)

@@ -5,18 +5,19 @@ from __future__ import annotations
 from ...graph import Layer, ModelGraph, Tensor
 
 
+def as_numpy(value):
+    """A torch tensor's values as numpy: detached, on the CPU, fp16/bf16 as float32."""
+    data = value.detach()
+    if data.device.type != "cpu":
+        data = data.cpu()
+    if data.dtype.is_floating_point and data.element_size() < 4:
+        data = data.float()
+    return data.numpy()
+
+
 def tensor_of(name: str, value) -> Tensor:
-    """A lazy view of a torch tensor (detached; fp16/bf16 converted to float32 on read)."""
-
-    def read(value=value):
-        data = value.detach()
-        if data.device.type != "cpu":
-            data = data.cpu()
-        if data.dtype.is_floating_point and data.element_size() < 4:
-            data = data.float()
-        return data.numpy()
-
-    return Tensor(name, tuple(value.shape), str(value.dtype).replace("torch.", ""), read)
+    """A lazy view of a torch tensor (read through as_numpy)."""
+    return Tensor(name, tuple(value.shape), str(value.dtype).replace("torch.", ""), lambda value=value: as_numpy(value))
 
 
 def _flatten_tensors(torch, obj, prefix: str):
