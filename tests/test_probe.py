@@ -70,6 +70,33 @@ def test_shallow_relu_glorot_vanishing_claim_is_refuted_and_drops_to_info():
     assert "refuted by the probe" in finding.message and finding.probe["original_severity"] == "error"
 
 
+def test_a_claim_on_the_harmless_side_names_itself():
+    frozen = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=("2.weight",))
+    recovers = Prediction(Quantity.FROZEN_PARAMETERS, Claim.BELOW, 0.5, parameters=("2.weight",))
+    vanishes = Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.BELOW, 1e-3, from_layer="0", to_layer="4")
+    assert frozen.claims_fault and vanishes.claims_fault and not recovers.claims_fault
+
+
+def test_a_refuted_claim_that_a_zero_layer_recovers_rises_to_an_error():
+    """Claimed harmless (a lone zero layer whose gradient is not stuck) and measured frozen: the
+    probe found the fault itself, so the finding must not drop to info."""
+    from initlint.example_models import two_consecutive_zero_layers
+
+    torch.manual_seed(0)
+    _, probe = probe_of(two_consecutive_zero_layers(), shape=(32, 16))
+    recovers = Prediction(Quantity.FROZEN_PARAMETERS, Claim.BELOW, 0.5, parameters=("4.weight",), predicted=0.0)
+    finding = Finding("IL101", "zero-weights", Severity.WARNING, "4.weight", "training recovers through its neighbours", prediction=recovers)
+    confirm_findings([finding], probe)
+    assert finding.probe["verdict"] == "refuted", finding.probe
+    assert finding.severity == Severity.ERROR and finding.probe["original_severity"] == "warning"
+    assert "the probe measured the fault" in finding.message and "refuted by the probe" not in finding.message
+    # Measured frozen, it explains the probe's frozen-parameter findings as a confirmed fatal claim does.
+    from initlint.runner import _fold_consequences
+
+    measured = [Finding("IL404", "frozen-parameters", Severity.ERROR, "4.weight", "never trains")]
+    assert _fold_consequences([finding], measured) == [] and "IL404" in finding.message
+
+
 def test_finding_without_prediction_is_inconclusive():
     torch.manual_seed(0)
     _, probe = probe_of(relu_mlp(3, nn.init.xavier_uniform_))
