@@ -327,9 +327,9 @@ ZeroWeights.must_flag = (
     Example(zero_linear_before_relu, flagged=("2.weight",), severity="error"),
     Example(two_consecutive_zero_layers, flagged=("2.weight", "4.weight"), severity="error"),
     Example(zero_conv_batchnorm_relu, flagged=("2.weight",), severity="error", input_shape=_CONV_INPUT),
-    Example(lora_with_a_and_b_zero, flagged=("2.lora_A.weight",), severity="error", input_shape=(4, 16)),
+    Example(lora_with_a_and_b_zero, flagged=("2.lora_A.weight", "2.lora_B.weight"), severity="error", input_shape=(4, 16)),
     Example(lone_zero_layer_before_tanh, flagged=("2.weight",), severity="warning"),
-    Example(every_batchnorm_gain_zero, flagged=("0.1.weight", "1.bn1.weight"), severity="error", input_shape=_CONV_INPUT),
+    Example(every_batchnorm_gain_zero, flagged=("0.1.weight", "1.bn1.weight", "1.bn2.weight"), severity="error", input_shape=_CONV_INPUT),
     Example(zero_layers_around_handwritten_tanh_gelu, flagged=("2.weight", "4.weight"), severity="error"),
 )
 ZeroWeights.must_not_flag = (

@@ -289,6 +289,29 @@ def test_verdicts_judge_the_rules_own_threshold_on_every_seed():
     assert unwatched["verdict"] == "inconclusive" and "z" in unwatched["reason"]
 
 
+def test_an_unmeasurable_value_says_whether_it_overflowed_or_was_never_there():
+    nan = float("nan")
+    duplicates = Prediction(Quantity.DUPLICATE_UNIT_FRACTION, Claim.ABOVE, 0.0, to_layer="a")
+    overflowed = judge(duplicates, _measurement(a={"duplicate_fraction": [nan, nan, nan]}))
+    assert overflowed["verdict"] == "inconclusive" and "not finite (NaN or inf)" in overflowed["reason"]
+    forward = Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.BELOW, 1e-3, from_layer="a", to_layer="b")
+    silent = judge(forward, _measurement(a={"input_variance": [0.0] * 3}, b={"input_variance": [1.0] * 3}))
+    assert "exactly zero signal" in silent["reason"] and "not finite" not in silent["reason"]
+    logits = Prediction(Quantity.LOGIT_STD, Claim.ABOVE, 3.0)
+    no_output = _measurement()
+    assert judge(logits, no_output)["reason"] == "the probe found no output tensor"
+    no_output.output_non_finite = True
+    assert "not finite (NaN or inf)" in judge(logits, no_output)["reason"]
+
+
+def test_the_probe_records_an_output_that_overflows():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10))
+    nn.init.constant_(model[2].weight, 3e38)  # the head's outputs overflow to inf
+    _, probe = probe_of(model)
+    assert probe.output_std is None and probe.output_non_finite
+
+
 def test_saturation_is_measured_before_tanh():
     torch.manual_seed(0)
     layers = []
@@ -451,3 +474,19 @@ def test_a_parameter_no_init_could_free_is_a_note_not_a_finding(tmp_path):
     assert result.exit_code == 0, [(f["code"], f["location"]) for f in data["findings"]]
     assert "v.weight" not in data["probe"]["frozen_parameters"]
     assert any("whatever their initial values (v.weight)" in note for note in data["notes"]), data["notes"]
+
+
+def test_duplicate_units_are_counted_where_outputs_overflow():
+    """Uninitialized memory overflows to inf: units whose inf and NaN fall on the same samples
+    and whose finite outputs agree (less their mean) are duplicates; a different pattern is not."""
+    from initlint.probe.measure import _duplicate_fraction
+
+    torch.manual_seed(0)
+    outputs = torch.randn(8, 6)
+    outputs[:, 1] = outputs[:, 0] + 2.0  # unit 1 repeats unit 0, shifted
+    outputs[3, :2] = float("inf")
+    outputs[5, :2] = float("nan")
+    assert _duplicate_fraction(torch, outputs, 1) == pytest.approx(1 / 6)
+    outputs[5, 1] = float("-inf")  # no longer the same pattern
+    assert _duplicate_fraction(torch, outputs, 1) == 0.0
+    assert _duplicate_fraction(torch, torch.full((4, 6), float("inf")), 1) == pytest.approx(5 / 6)
