@@ -513,3 +513,22 @@ def test_duplicate_units_are_counted_where_outputs_overflow():
     outputs[5, 1] = float("-inf")  # no longer the same pattern
     assert _duplicate_fraction(torch, outputs, 1) == 0.0
     assert _duplicate_fraction(torch, torch.full((4, 6), float("inf")), 1) == pytest.approx(5 / 6)
+
+
+def test_duplicate_units_are_found_through_last_bit_differences():
+    """Copied filters computed in a different order (a blocked convolution) differ in the last
+    bits: they are still duplicates. Units that differ in the fourth digit are not."""
+    from initlint.probe.measure import _duplicate_fraction
+
+    torch.manual_seed(0)
+    outputs = torch.randn(4096, 8, dtype=torch.float64)
+    outputs[:, 1] = outputs[:, 0] * (1 + 1e-9)
+    outputs[:, 2] = outputs[:, 0] + 1e-9 * torch.randn(4096, dtype=torch.float64)
+    assert _duplicate_fraction(torch, outputs, 1) == pytest.approx(2 / 8)
+    outputs[:, 2] = outputs[:, 0] + 1e-3 * torch.randn(4096, dtype=torch.float64)
+    assert _duplicate_fraction(torch, outputs, 1) == pytest.approx(1 / 8)
+    copies = nn.Conv2d(3, 16, 3)
+    with torch.no_grad():
+        copies.weight[8:] = copies.weight[:8]
+        copies.bias[8:] = copies.bias[:8]
+    assert _duplicate_fraction(torch, copies(torch.randn(21, 3, 32, 32)).detach(), 1) == pytest.approx(0.5)

@@ -223,7 +223,9 @@ def _unit_checks(predictions) -> dict[str, set[str]]:
 
 
 def _duplicate_fraction(torch, value, unit_axis: int) -> float:
-    """Share of units whose output less its mean repeats another unit's (to 5 significant digits).
+    """Share of units whose output less its mean repeats another unit's, to 5 significant digits
+    of the layer's largest output: identical filters computed in a different order (a blocked
+    convolution) differ in the last bits, so rows are compared within that tolerance, not hashed.
 
     Non-finite outputs (uninitialized memory overflows to inf) are compared as they are: two
     units repeat each other where their NaN and ±inf fall on the same samples and their finite
@@ -238,9 +240,30 @@ def _duplicate_fraction(torch, value, unit_axis: int) -> float:
     kept = torch.where(finite, rows, 0.0)
     mean = kept.sum(dim=1, keepdim=True) / finite.sum(dim=1, keepdim=True).clamp_min(1)
     centered = torch.where(finite, kept - mean, 0.0)
-    scale = float(centered.abs().amax())
-    rounded = torch.round(centered / scale * 1e5) if scale > 0 else centered
-    distinct = torch.unique(torch.cat([rounded, pattern], dim=1), dim=0).shape[0]
+    tolerance = 1e-5 * float(centered.abs().amax())
+    # Rows within the tolerance project within tolerance·|d|₁ of each other on any direction d:
+    # sorted by one random projection, only neighbours that close need the full comparison.
+    direction = torch.randn(rows.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    key = centered @ direction + pattern.double() @ direction.abs()
+    window = tolerance * float(direction.abs().sum())
+    order = torch.argsort(key).tolist()
+    keys = key[order].tolist()
+    group = list(range(rows.shape[0]))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for a, i in enumerate(order):
+        for b in range(a + 1, len(order)):
+            if keys[b] - keys[a] > window:
+                break
+            j = order[b]
+            if root(i) != root(j) and torch.equal(pattern[i], pattern[j]) and float((centered[i] - centered[j]).abs().amax()) <= tolerance:
+                group[root(j)] = root(i)
+    distinct = len({root(i) for i in range(rows.shape[0])})
     return 1.0 - distinct / rows.shape[0]
 
 
