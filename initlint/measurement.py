@@ -24,7 +24,7 @@ EXPLODING_VARIANCE = 70.0**2
 LAYER_FIELDS = (
     "units", "mean", "std", "second_moment", "weight_second_moment", "input_variance",
     "grad_norm", "grad_rms", "grad_out_norm", "weight_grad_norm", "grad_to_weight",
-    "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction", "common_component", "forward_ratio", "backward_ratio",
+    "dead_fraction", "rarely_active_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction", "common_component", "forward_ratio", "backward_ratio",
 )
 
 
@@ -49,6 +49,7 @@ class LayerMeasurement:
     weight_grad_norm: float | None = None
     grad_to_weight: float | None = None
     dead_fraction: float | None = None
+    rarely_active_fraction: float | None = None  # active on fewer than 1% of the batch's values
     saturated_fraction: float | None = None
     duplicate_fraction: float | None = None  # measured only where a finding predicts it
     non_finite_fraction: float | None = None  # likewise

@@ -18,6 +18,10 @@ probe measures):
   gradient enters the span.
 - ``SATURATED_FRACTION``: the share of ``to_layer``'s outputs (the pre-activations of the
   tanh/sigmoid it feeds) beyond the activation's saturation point.
+- ``RARELY_ACTIVE_FRACTION``: the share of the units after ``to_layer`` that are active (> 0)
+  on fewer than 1% of the batch's values (samples and positions): a unit that fires with a
+  probability far below that (a bias under -3σ) counts whatever the batch size, where "inactive
+  on every sample" would depend on it.
 - ``DEAD_FRACTION``: the share of the units after ``to_layer`` that are inactive (<= 0) for
   every sample of the batch.
 - ``FROZEN_PARAMETERS``: the share of ``parameters`` whose gradient is exactly zero on every
@@ -50,6 +54,7 @@ class Quantity(enum.Enum):
     GRADIENT_ENERGY_RATIO = "gradient_energy_ratio"
     SATURATED_FRACTION = "saturated_fraction"
     DEAD_FRACTION = "dead_fraction"
+    RARELY_ACTIVE_FRACTION = "rarely_active_fraction"
     FROZEN_PARAMETERS = "frozen_parameters"
     DUPLICATE_UNIT_FRACTION = "duplicate_unit_fraction"
     NON_FINITE_FRACTION = "non_finite_fraction"
@@ -64,11 +69,11 @@ class Quantity(enum.Enum):
 
     @property
     def is_fraction(self) -> bool:
-        return self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.FROZEN_PARAMETERS, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION, Quantity.COMMON_COMPONENT)
+        return self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.RARELY_ACTIVE_FRACTION, Quantity.FROZEN_PARAMETERS, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION, Quantity.COMMON_COMPONENT)
 
     @property
     def needs_layer(self) -> bool:
-        return self.is_ratio or self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION, Quantity.COMMON_COMPONENT)
+        return self.is_ratio or self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.RARELY_ACTIVE_FRACTION, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION, Quantity.COMMON_COMPONENT)
 
     @property
     def text(self) -> str:
@@ -177,11 +182,11 @@ class Prediction:
             after = graph.activation_after(graph.layers[self.to_layer])
             if after is None or after.activation not in g.SATURATING:
                 raise PredictionError(f"saturated_fraction: {self.to_layer!r} does not feed a saturating activation")
-        if self.quantity is Quantity.DEAD_FRACTION:
+        if self.quantity in (Quantity.DEAD_FRACTION, Quantity.RARELY_ACTIVE_FRACTION):
             layer = graph.layers[self.to_layer]
             after = graph.downstream(layer, through=g.TRANSPARENT_KINDS | {g.NORM})
             if not (len(after) == 1 and after[0].kind == g.ACTIVATION and after[0].activation in g.RELU_FAMILY):
-                raise PredictionError(f"dead_fraction: {self.to_layer!r} does not feed a ReLU-family activation")
+                raise PredictionError(f"{self.quantity.value}: {self.to_layer!r} does not feed a ReLU-family activation")
         for name in self.parameters:
             if name not in graph.tensors:
                 raise PredictionError(f"frozen_parameters: {name!r} is not a tensor of the graph")

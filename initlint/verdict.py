@@ -71,6 +71,8 @@ def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[li
         values = rows[prediction.to_layer].get("non_finite_fraction", [])
     elif q is Quantity.COMMON_COMPONENT:
         values = rows[prediction.to_layer].get("common_component", [])
+    elif q is Quantity.RARELY_ACTIVE_FRACTION:
+        values = rows[prediction.to_layer].get("rarely_active_fraction", [])
     else:  # DEAD_FRACTION
         values = rows[prediction.to_layer].get("dead_fraction", [])
     measured = [v for v in values if v is not None]

@@ -50,8 +50,9 @@ class DeadReluBias(Rule):
 
     ## Known false positives
     The prediction assumes inputs of variance one at the first layer; inputs with a large
-    positive mean can keep units alive that look dead here. The probe measures the dead
-    fraction on real batches.
+    positive mean can keep units alive that look dead here. The probe measures on its batch
+    the share of units active on fewer than 1% of the values, which a unit firing with
+    probability below 0.13% stays under whatever the batch size (docs/science.md §8).
     On trained weights (layers matching no init scheme, or a trained model as a whole) a
     finding of this rule is reported as info unless the probe confirms it (README, "Trained weights").
 
@@ -92,7 +93,7 @@ class DeadReluBias(Rule):
                 severity,
                 evidence={"dead_units": dead, "units": total, "fraction": fraction, "threshold": threshold},
                 # Measured after the weighted layer that feeds the ReLU (through the normalization).
-                prediction=Prediction(Quantity.DEAD_FRACTION, Claim.ABOVE, bound, to_layer=layer.name, predicted=fraction) if layer is not None else None,
+                prediction=Prediction(Quantity.RARELY_ACTIVE_FRACTION, Claim.ABOVE, bound, to_layer=layer.name, predicted=fraction) if layer is not None else None,
                 fix=f'nn.init.zeros_(model.get_parameter("{where.name}")) (or nn.init.constant_(..., 0.01)): a layer followed by ReLU starts with its bias at or just above 0',
             )
 

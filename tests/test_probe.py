@@ -532,3 +532,16 @@ def test_duplicate_units_are_found_through_last_bit_differences():
         copies.weight[8:] = copies.weight[:8]
         copies.bias[8:] = copies.bias[:8]
     assert _duplicate_fraction(torch, copies(torch.randn(21, 3, 32, 32)).detach(), 1) == pytest.approx(0.5)
+
+
+def test_a_unit_that_fires_once_in_a_wide_batch_is_rarely_active_not_dead():
+    """IL304's bias under -3σ fires with probability below 0.13%: on 256 samples it may fire
+    once, which "inactive on every sample" would count as alive."""
+    from initlint.probe.measure import _inactive_fraction
+
+    outputs = -torch.ones(256, 4)
+    outputs[7, 0] = 0.5  # one firing in 256: rarely active
+    outputs[:, 1] = 1.0  # always active
+    outputs[::10, 2] = 0.5  # active on 10%: alive
+    shares = _inactive_fraction(torch, outputs, -1)
+    assert shares == {"dead_fraction": 0.25, "rarely_active_fraction": 0.5}

@@ -144,13 +144,21 @@ def _watch_list(graph: ModelGraph, runnable: Runnable) -> list[_Watched]:
     return watched
 
 
-def _inactive_fraction(torch, value, unit_axis: int) -> float:
-    """Share of units that are <= 0 for every sample (and every position)."""
+# A unit active on fewer than this share of the batch's values (samples x positions) is rarely
+# active: whatever the batch, a unit that fires with probability below 0.13% (a bias under -3σ,
+# IL304) stays under it (at 256 samples, 3 or more firings have probability 0.5%).
+RARELY_ACTIVE_BELOW = 0.01
+
+
+def _inactive_fraction(torch, value, unit_axis: int) -> dict:
+    """Shares of units that are <= 0 for every sample and position (dead), and that are > 0 on
+    fewer than RARELY_ACTIVE_BELOW of them (rarely active)."""
     if value.ndim < 2:
-        return float("nan")
+        return {}
     axis = unit_axis % value.ndim
     dims = tuple(d for d in range(value.ndim) if d != axis)
-    return float((value.amax(dim=dims) <= 0).float().mean())
+    active = (value > 0).float().mean(dim=dims)
+    return {"dead_fraction": float((active == 0).float().mean()), "rarely_active_fraction": float((active < RARELY_ACTIVE_BELOW).float().mean())}
 
 
 def _output_stats(torch, value, module, unit_axis: int, dead_from_output: bool) -> dict:
@@ -190,7 +198,7 @@ def _output_stats(torch, value, module, unit_axis: int, dead_from_output: bool) 
         shared = float(common.square().mean())
         stats["common_component"] = min(shared / stats["weight_second_moment"], 1.0)
     if dead_from_output:
-        stats["dead_fraction"] = float((value.amax(dim=dims) <= 0).float().mean())
+        stats.update(_inactive_fraction(torch, value, unit_axis))
     return stats
 
 
@@ -314,7 +322,7 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int, che
         def hook(_mod, _inp, output):
             out = _first(output)
             if out is not None and "dead_fraction" not in rows[w.layer.name]:
-                rows[w.layer.name]["dead_fraction"] = _inactive_fraction(torch, out.detach(), w.unit_axis)
+                rows[w.layer.name].update(_inactive_fraction(torch, out.detach(), w.unit_axis))
 
         return hook
 
@@ -352,9 +360,9 @@ def _ratio(num, den) -> float | None:
 
 
 _MEASURED = ("units", "mean", "std", "second_moment", "weight_second_moment", "input_variance", "grad_norm", "grad_rms", "grad_out_norm",
-             "weight_grad_norm", "grad_to_weight", "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction", "common_component")
+             "weight_grad_norm", "grad_to_weight", "dead_fraction", "rarely_active_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction", "common_component")
 # What verdicts are judged on, kept per seed.
-_PER_SEED = ("input_variance", "grad_norm", "grad_out_norm", "dead_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction",
+_PER_SEED = ("input_variance", "grad_norm", "grad_out_norm", "dead_fraction", "rarely_active_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction",
              "common_component")
 
 

@@ -105,7 +105,7 @@ def forward_only(graph: ModelGraph, why: str, input_shapes, input_dtype, seed: i
                 row["saturated_fraction"] = float((out.abs() > w.saturation_at).float().mean())
             row["non_finite_fraction"] = float((~torch.isfinite(out)).float().mean())
             if w.dead_module in values:
-                row["dead_fraction"] = _inactive_fraction(torch, torch.from_numpy(np.asarray(values[w.dead_module])).float(), w.unit_axis)
+                row.update(_inactive_fraction(torch, torch.from_numpy(np.asarray(values[w.dead_module])).float(), w.unit_axis))
             if any(p.quantity.value == "duplicate_unit_fraction" and p.to_layer == w.layer.name for p in predictions):
                 row["duplicate_fraction"] = _duplicate_fraction(torch, out, w.unit_axis)
             rows[w.layer.name] = row
