@@ -54,12 +54,13 @@ class OverscaledLayerGain(Rule):
     ## Known false positives
     Layers followed by a normalization are scale-invariant and not judged; layers whose
     weights match no init scheme (trained models) are not judged either. A scale is counted
-    only where it is a constant scalar next to the layer (through reshapes and dropout): one
-    computed at run time, a per-channel one, or one further away (after the activation) is not,
-    and a layer so compensated is still reported.
+    only where it is a scalar next to the layer (through reshapes and dropout), a constant or
+    a one-element parameter at its non-zero initial value: a layer compensated by one computed
+    at run time, a per-channel one, or one further away (after the activation) is still
+    reported.
 
     ## References
-    - docs/science.md §1 (σ_w² = fan_in·Var(W)), §2 (the variance of each scheme), §3 (gains), §11
+    - docs/science.md §1 (σ_w² = fan_in·Var(W)), §2 (the variance of each scheme), §3 (gains), §8 (a layer's own gain, measured), §11 (fixed scales)
     - He et al. 2015, "Delving Deep into Rectifiers"
     """
 
