@@ -261,11 +261,11 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int, che
             row = rows[w.layer.name]
             if out is None or "second_moment" in row or not out.is_floating_point():
                 return  # a module called twice (shared weights): its first call is measured
+            inp = _activation_input(torch, _inp)
             with torch.no_grad():
                 row.update(_output_stats(torch, out.detach().float(), _mod, w.unit_axis, w.dead_from_output))
-                layer_input = _activation_input(torch, _inp)
-                if layer_input is not None:
-                    row["layer_input_variance"] = _channel_variance(layer_input.detach().float(), w.unit_axis)
+                if inp is not None:
+                    row["layer_input_variance"] = _channel_variance(inp.detach().float(), w.unit_axis)
                 if w.saturation_at is not None:
                     row["saturated_fraction"] = float((out.detach().abs() > w.saturation_at).float().mean())
                 wanted = (checks or {}).get(w.layer.name, ())
@@ -282,7 +282,6 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int, che
                     row["grad_out_norm"] = float(grad.detach().float().norm())
 
                 out.register_hook(out_hook)
-            inp = _activation_input(torch, _inp)
             if inp is not None and inp.requires_grad:
                 numel = inp.numel()
 
