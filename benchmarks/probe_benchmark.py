@@ -161,7 +161,8 @@ def auto_models(quick: bool):
 
     models = [glorot_relu_mlp_20, torchvision.models.resnet18, torchvision.models.mobilenet_v3_small]
     if not quick:
-        models += [torchvision.models.resnet50, small_unet, torchvision.models.wide_resnet50_2, torchvision.models.vit_b_16]
+        models += [torchvision.models.resnet50, small_unet, torchvision.models.wide_resnet50_2, torchvision.models.vit_b_16,
+                   torchvision.models.vgg11, torchvision.models.vit_l_16]
     return models
 
 

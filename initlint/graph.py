@@ -45,6 +45,14 @@ RELU_FAMILY = frozenset({"relu", "relu6", "leaky_relu", "prelu"})
 SATURATING = frozenset({"sigmoid", "tanh", "hardsigmoid", "hardtanh"})
 
 
+_BATCH_NORM_OPS = ("batchnorm", "batch_norm", "batchnormalization", "syncbatchnorm")
+
+
+def is_batch_norm(layer: "Layer") -> bool:
+    """A normalization over the batch (per channel), not across a sample's units."""
+    return layer.op.lower().replace("2d", "").replace("1d", "").replace("3d", "") in _BATCH_NORM_OPS
+
+
 def conv_fans(weight_shape: tuple[int, ...], groups: int = 1, transposed: bool = False) -> tuple[int, int]:
     """(fan_in, fan_out) of a convolution or matrix weight, counted per group (docs/science.md §2).
 

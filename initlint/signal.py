@@ -194,9 +194,6 @@ def _through_weighted(layer: g.Layer, x: mo.Moments) -> mo.Moments:
     return out
 
 
-_BATCH_NORMS = ("batchnorm", "batch_norm", "batchnormalization", "syncbatchnorm")
-
-
 def _normalized_share(layer: g.Layer, x: mo.Moments) -> float:
     """The share of what a normalization divides by that depends on the input.
 
@@ -206,13 +203,13 @@ def _normalized_share(layer: g.Layer, x: mo.Moments) -> float:
     """
     if x.signal <= 0:
         return 0.0
-    if layer.op.lower().replace("2d", "").replace("1d", "").replace("3d", "") in _BATCH_NORMS:
+    if g.is_batch_norm(layer):
         return 1.0
     return min(x.signal / x.q, 1.0) if x.q > 0 else 1.0
 
 
 def _norm_divisor(layer: g.Layer, x: mo.Moments) -> float:
-    if layer.op.lower().replace("2d", "").replace("1d", "").replace("3d", "") in _BATCH_NORMS and x.signal > 0:
+    if g.is_batch_norm(layer) and x.signal > 0:
         return x.signal
     spread = x.q if "rms" in layer.op.lower() else x.var
     return spread if spread > 0 else x.q

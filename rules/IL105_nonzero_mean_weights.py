@@ -26,14 +26,21 @@ class NonzeroMeanWeights(Rule):
     layer. The classic cause is `nn.init.uniform_(w)`, which is U(0, 1), not U(-a, a).
 
     What the probe measures: with W = mean + std·e, a unit's pre-activation is
-    mean·Σ_j x_j, the same for every unit, plus std·Σ_j e_ij·x_j, its own. For an input of
-    common mean m and second moment q (from the signal model, docs/science.md §1) the
-    shared part's second moment is at least R = coherent²·m²/q times the unit's own, so the
-    share of the output (less its bias) common to all units (`common_component`) is
-    (R + 1/units) / (R + 1). A finding claims that share above what the coherent bound it
-    crossed (`coherent_warning` for a warning, `coherent_error` for an error) gives in place
-    of the coherent ratio. Where the input carries no offset to share (centered data, or
-    after a LayerNorm, whose Σ_j x_j = 0 cancels the shared part) the finding makes no claim.
+    mean·Σ_j x_j, the same for every unit, plus std·Σ_j e_ij·x_j, its own. For inputs of
+    common mean m, second moment q and variance v = q − m² (from the signal model,
+    docs/science.md §1) E[(Σ_j x_j)²] = fan_in·v + fan_in²·m², so the shared part's second
+    moment is R = coherent²·(v/fan_in + m²)/q times the unit's own (at least: inputs that are
+    positively correlated, as neighbouring pixels are, only add to it), and the share of the
+    output (less its bias) common to all units (`common_component`) is (R + 1/units)/(R + 1).
+    A finding claims that share above what the coherent bound it crossed (`coherent_warning`
+    for a warning, `coherent_error` for an error) gives in place of the coherent ratio.
+
+    Right after a LayerNorm whose gain is one constant and whose shift is zero (as at init)
+    Σ_j x_j = 0 for every sample, and the shared part cancels exactly: the offset is dormant.
+    It wakes as soon as the norm's shift trains (mean·Σ_j β_j reaches every unit), and the
+    gradient cannot remove it meanwhile (a row's update along the all-ones direction is
+    δ_i·Σ_j x_j = 0). Such a finding is a warning and makes no claim: nothing measurable at
+    init shows it.
 
     ## Example
     ```python
@@ -86,15 +93,29 @@ class NonzeroMeanWeights(Rule):
                 continue
             severity = Severity.ERROR if coherent >= self.settings["coherent_error"] else Severity.WARNING
             bound = self.settings["coherent_error"] if severity is Severity.ERROR else self.settings["coherent_warning"]
+            detail = f"mean {stats.mean:.4g} with std {std:.4g} over {stats.finite_count:,} values, {z:.0f} standard errors from 0, fan_in {fan_in}"
+            evidence = {"mean": stats.mean, "std": std, "z": z, "coherent_ratio": coherent, "fan_in": fan_in}
+            fix = f"{random_init_for(graph, layer)}: a zero-mean draw scaled by the layer's fan"
+            norm = _centering_norm(graph, layer)
+            if norm is not None:
+                yield self.finding(
+                    weight.name,
+                    f"these weights share an offset {coherent:.1f}x the input-dependent part of each pre-activation, dormant at init only "
+                    f"because the LayerNorm {norm.name} before it centers its input: once the norm's shift trains, every unit gets the same "
+                    f"push, and the gradient cannot remove the offset in the meantime ({detail})",
+                    Severity.WARNING,
+                    evidence={**evidence, "centered_by": norm.name},
+                    fix=fix,
+                )
+                continue
             yield self.finding(
                 weight.name,
                 f"the units after this layer start out nearly alike, all pushed the same way by a shared offset: "
-                f"the offset is {coherent:.1f}x the input-dependent part of each pre-activation "
-                f"(mean {stats.mean:.4g} with std {std:.4g} over {stats.finite_count:,} values, {z:.0f} standard errors from 0, fan_in {fan_in})",
+                f"the offset is {coherent:.1f}x the input-dependent part of each pre-activation ({detail})",
                 severity,
-                evidence={"mean": stats.mean, "std": std, "z": z, "coherent_ratio": coherent, "fan_in": fan_in},
+                evidence=evidence,
                 prediction=_prediction(layer, ctx.signal.get(layer.name), fan_in, coherent, bound),
-                fix=f"{random_init_for(graph, layer)}: a zero-mean draw scaled by the layer's fan",
+                fix=fix,
             )
 
     must_flag = ()
@@ -106,24 +127,38 @@ class NonzeroMeanWeights(Rule):
 _MEASURED_KINDS = frozenset({g.LINEAR, g.CONV, g.CONV_TRANSPOSE})
 
 
+def _centering_norm(graph: g.ModelGraph, layer: g.Layer) -> g.Layer | None:
+    """The LayerNorm right before ``layer`` when it makes the layer's inputs sum to zero for
+    every sample: a centering norm (a shift parameter, no RMS) with one constant gain and a
+    zero shift. The name says LayerNorm (torch, timm's LayerNorm2d, ONNX LayerNormalization);
+    GroupNorm and InstanceNorm center over positions too, not each input patch."""
+    before = graph.upstream(layer, g.TRANSPARENT_KINDS)
+    if len(before) != 1 or before[0].kind != g.NORM:
+        return None
+    norm = before[0]
+    op = norm.op.lower()
+    if "layernorm" not in op or "rms" in op:
+        return None
+    gain, shift = norm.params.get("weight"), norm.bias
+    if shift is None or not shift.stats.all_zero or (gain is not None and not gain.stats.all_equal):
+        return None
+    return norm
+
+
 def _prediction(layer, signal, fan_in: int, coherent: float, bound: float) -> Prediction | None:
     """The share of the output common to all units: above what the crossed ``bound`` gives."""
     if layer.kind not in _MEASURED_KINDS or signal is None or not signal.q_in > 0 or not math.isfinite(signal.q_in):
         return None
-    # The shared part's second moment over a unit's own, per unit of coherent², is m²/q: the
-    # offset m the input carries into every unit. Where that offset is smaller than the spread
-    # the fan-in averages (m² <= (q - m²)/fan_in: centered data, an input a LayerNorm centered
-    # across its units, which cancels μ·Σ_j x_j exactly), the shared part is not the offset and
-    # there is nothing this claim could check.
-    offset = min(signal.m_in**2 / signal.q_in, 1.0)
-    if offset * fan_in <= 1.0 - offset:
-        return None
     units = layer.units or 0
     if units < 2:  # one unit shares everything with itself
         return None
+    # The shared part's second moment over a unit's own, per unit of coherent²: the input's
+    # spread the fan-in sums (v/fan_in) plus the offset m it carries into every unit.
+    mean_sq = min(signal.m_in**2, signal.q_in)
+    per_coherent_sq = ((signal.q_in - mean_sq) / fan_in + mean_sq) / signal.q_in
 
     def share(ratio: float) -> float:
-        shared = ratio * ratio * offset
+        shared = ratio * ratio * per_coherent_sq
         return (shared + 1 / units) / (shared + 1)
 
     return Prediction(Quantity.COMMON_COMPONENT, Claim.ABOVE, share(bound), to_layer=layer.name, predicted=share(coherent))
@@ -151,7 +186,30 @@ def identity_init():
     return model
 
 
-NonzeroMeanWeights.must_flag = (Example(uniform_zero_one_init, flagged=("2.weight",), severity="error"),)
+def uniform_first_layer():
+    """U(0, 1) on a layer that reads the zero-mean input: no offset to pass on, yet the fan-in
+    sums its spread into one shared part, mean·Σ_j x_j, the same in every unit."""
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 4))
+    nn.init.uniform_(model[0].weight)
+    return model
+
+
+def uniform_after_layernorm():
+    """A transformer MLP's up-projection drawn from U(0, 1) behind a LayerNorm: dormant at init."""
+    import torch.nn as nn
+
+    model = nn.Sequential(nn.Linear(16, 64), nn.LayerNorm(64), nn.Linear(64, 256), nn.GELU(), nn.Linear(256, 4))
+    nn.init.uniform_(model[2].weight)
+    return model
+
+
+NonzeroMeanWeights.must_flag = (
+    Example(uniform_zero_one_init, flagged=("2.weight",), severity="error"),
+    Example(uniform_first_layer, flagged=("0.weight",), severity="error", input_shape=(4, 64)),
+    Example(uniform_after_layernorm, flagged=("2.weight",), severity="warning"),
+)
 def large_constant_layers():
     import torch.nn as nn
 

@@ -149,10 +149,32 @@ def test_resnet18_with_probe_always_has_no_probe_errors():
     result = TargetResult(target="resnet18", format="torch", graph=graph)
     lint_graph(graph, LintOptions(probe="always", select=["IL4"]), result)
     assert result.probe["status"] == "ok", result.probe
-    assert result.probe["input_shapes"] == {"input0": [4, 3, 32, 32]}
+    # The example's sample shape, in a batch as wide as the probe's own (2^16 elements of images).
+    assert result.probe["input_shapes"] == {"input0": [21, 3, 32, 32]}
     assert 1e-3 < result.probe["gradient_ratio"] < 70
     errors = [(f.code, f.location, f.message) for f in result.findings if f.severity >= Severity.ERROR]
     assert not errors
+
+
+def test_a_model_that_fixes_its_batch_is_probed_at_the_example_shape():
+    class FixedBatch(nn.Module):  # flattens the whole batch into one row: only batch 2 fits
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(8, 16), nn.Linear(32, 4)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)).reshape(1, 32))
+
+    torch.manual_seed(0)
+    graph = graph_from_module(FixedBatch(), "fixed", example_input=torch.randn(2, 8))
+    graph.metadata["example_input"] = torch.randn(2, 8)
+    probe = run_probe(graph, {}, None, ProbeOptions())
+    assert probe.ok and probe.input_shapes == {"input0": [2, 8]}
+    assert any("refused a batch wider" in note for note in probe.notes)
+    graph = graph_from_module(nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4)), "mlp", example_input=torch.randn(2, 8))
+    graph.metadata["example_input"] = torch.randn(2, 8)
+    probe = run_probe(graph, {}, None, ProbeOptions())
+    assert probe.ok and probe.input_shapes == {"input0": [256, 8]} and not probe.notes
 
 
 def test_input_is_inferred_from_the_first_layer():
@@ -329,8 +351,8 @@ def test_common_component_tells_a_shared_offset_from_independent_units():
 
 def test_a_layernorm_cancels_the_shared_offset_and_il105_claims_nothing_there():
     """LayerNorm centers its output across units, so μ·Σ_j x_j is zero on every sample: the probe
-    measures no shared component, and IL105 (which still flags the U(0, 1) layer) makes no claim
-    the probe would wrongly refute."""
+    measures no shared component, and IL105 flags the U(0, 1) layer as a dormant offset (a
+    warning: it wakes when the norm's shift trains) with no claim the probe would wrongly refute."""
     from initlint.engine import registry, run_rules
 
     torch.manual_seed(0)
@@ -339,7 +361,8 @@ def test_a_layernorm_cancels_the_shared_offset_and_il105_claims_nothing_there():
     graph, probe = probe_of(model)
     assert {row.layer: row for row in probe.layers}["2"].common_component < 0.1
     finding = next(f for f in run_rules(graph, [registry().get("IL105")]).findings if f.location == "2.weight")
-    assert finding.severity == Severity.ERROR and finding.prediction is None
+    assert finding.severity == Severity.WARNING and finding.prediction is None
+    assert "dormant at init" in finding.message and finding.evidence["centered_by"] == "1"
 
 
 def test_plot_is_written(tmp_path):

@@ -357,7 +357,7 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
     by_user_name = {user: params[inner] for inner, user in runnable.param_names.items()}
     per_seed, zero_grads, losses, loss_name, seeds, shapes = [], None, [], "", [], []
     measured_params: set[str] = set()
-    seed_note = None
+    seed_note = batch_note = None
     with torch.no_grad():
         weight_norms = {name: float(p.detach().float().norm()) for name, p in by_user_name.items()}
     for i in range(MAX_SEEDS):
@@ -372,7 +372,16 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
                 break
         if progress:
             progress(f"seed {i + 1}")
-        rows, grads, loss, loss_name, shape = _one_pass(torch, runnable, watched, s, _unit_checks(predictions))
+        try:
+            rows, grads, loss, loss_name, shape = _one_pass(torch, runnable, watched, s, _unit_checks(predictions))
+        except Exception as exc:
+            if i > 0 or runnable.exact_inputs is None:
+                raise
+            # The model refuses the widened batch (a size fixed in its code): the example as given.
+            runnable.make_inputs, runnable.input_shapes = runnable.exact_inputs
+            runnable.exact_inputs = None
+            batch_note = f"the model refused a batch wider than its example's ({type(exc).__name__}): the probe used the example's shape"
+            rows, grads, loss, loss_name, shape = _one_pass(torch, runnable, watched, s, _unit_checks(predictions))
         losses.append(loss)
         shapes.append(shape)
         seeds.append(s)
@@ -397,6 +406,8 @@ def measure(graph: ModelGraph, runnable: Runnable, seed: int, budget: Budget, tr
     result.measured_parameters = sorted(measured_params)
     result.zero_gradient_parameters = sorted(zero_grads or ())
     result.seed_note = seed_note
+    if batch_note:
+        result.notes.append(batch_note)
     try:
         frozen = _still_frozen(torch, runnable, sorted(zero_grads or ()), seeds[0], budget) if zero_grads else []
         by_design = set(_frozen_whatever_the_init(torch, runnable, frozen, seeds[0], budget)) if frozen else set()

@@ -69,6 +69,8 @@ class Runnable:
     param_names: dict[str, str] = field(default_factory=dict)
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    # The user's example exactly as given, for a model that refuses the widened batch.
+    exact_inputs: tuple[Callable[[int], tuple[tuple, dict]], dict[str, list[int]]] | None = None
 
 
 def batch_for(sample_elements: int, budget: int = SAMPLE_ELEMENTS_BUDGET) -> int:
@@ -136,11 +138,18 @@ def _from_torch(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
     param_names = {name: name for name, _ in module.named_parameters()}
     example = graph.metadata.get("example_input")
     make_inputs, shapes = _torch_inputs(torch, graph, module, example, input_shapes, input_dtype)
-    return Runnable(module, make_inputs, layer_modules, param_names, shapes)
+    exact = None
+    if example is not None and not input_shapes:
+        exact = (make_inputs, shapes)
+        make_inputs, shapes = _torch_inputs(torch, graph, module, example, input_shapes, input_dtype, widen_batch=True)
+    return Runnable(module, make_inputs, layer_modules, param_names, shapes, exact_inputs=exact if shapes != (exact or (None, None))[1] else None)
 
 
-def _torch_inputs(torch, graph, module, example, input_shapes, input_dtype):
-    """From the user's example input, then --input-shape, then the first layer."""
+def _torch_inputs(torch, graph, module, example, input_shapes, input_dtype, widen_batch: bool = False):
+    """From the user's example input, then --input-shape, then the first layer. ``widen_batch``:
+    the example's samples, but as many as the probe's own batches hold (an example made for
+    tracing often has one or two, and statistics over two samples, BatchNorm's included, are
+    nothing like training's)."""
     vocab = _vocabulary(graph)
     if example is not None:
         if isinstance(example, torch.Tensor):
@@ -154,6 +163,8 @@ def _torch_inputs(torch, graph, module, example, input_shapes, input_dtype):
             kw_names = list(example.keys())
         else:
             raise ProbeUnavailable(f"the example input ({type(example).__name__}) is not a tensor, a tuple of tensors or a dict of tensors")
+        if widen_batch:
+            specs = _widened(specs)
     elif input_shapes:
         specs, kw_names = [], []
         for name, shape in input_shapes.items():
@@ -184,6 +195,20 @@ def _torch_inputs(torch, graph, module, example, input_shapes, input_dtype):
         return tuple(args), kwargs
 
     return make_inputs, shapes
+
+
+def _widened(specs: list) -> list:
+    """The specs with their shared leading (batch) dimension raised to the probe's batch for
+    the largest sample: 2^20 elements for flat inputs, 2^16 for images, whose statistics pool
+    over positions too. Unchanged where the inputs do not share a leading dimension."""
+    if not specs or any(len(shape) < 2 for shape, _, _ in specs) or len({shape[0] for shape, _, _ in specs}) != 1:
+        return specs
+    largest = max(specs, key=lambda spec: math.prod(spec[0][1:]))
+    spatial = len(largest[0]) >= 3 and not largest[1].startswith(("int", "uint", "bool"))
+    batch = batch_for(math.prod(largest[0][1:]), SPATIAL_ELEMENTS_BUDGET if spatial else SAMPLE_ELEMENTS_BUDGET)
+    if batch <= specs[0][0][0]:
+        return specs
+    return [((batch, *shape[1:]), dtype, high) for shape, dtype, high in specs]
 
 
 def _dtype_name(dtype) -> str:
