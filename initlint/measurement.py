@@ -73,6 +73,8 @@ class ProbeMeasurement:
     loss_value: float | None = None
     classes: int | None = None  # the output's class count, for cross-entropy
     output_std: float | None = None
+    # The model's output was NaN or inf on every seed: why output_std is None when there is an output.
+    output_non_finite: bool = False
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     layers: list[LayerMeasurement] = field(default_factory=list)
     # layer name -> quantity -> one value per seed (the numbers verdicts are judged on)

@@ -141,6 +141,15 @@ class Prediction:
         if q.is_fraction and not 0 <= self.threshold < 1:
             raise PredictionError(f"{q.value}: a fraction's threshold is in [0, 1), not {self.threshold:g}")
 
+    @property
+    def claims_fault(self) -> bool:
+        """Whether the claim is the fault side of the threshold (the usual case) rather than the
+        harmless side. A fraction counts broken things (dead, saturated, frozen, duplicate or
+        non-finite units, a common component): above its threshold is the fault, so a claim that
+        it stays below says the pattern is harmless (a lone zero layer that recovers). A ratio or
+        a scale is a fault on either side: its claim is the fault the rule found."""
+        return not (self.quantity.is_fraction and self.claim is Claim.BELOW)
+
     def crosses(self, value: float) -> bool:
         """Whether a measured ``value`` is on the claimed side of the threshold."""
         return value < self.threshold if self.claim is Claim.BELOW else value > self.threshold

@@ -157,11 +157,7 @@ def _fold_consequences(static: list[Finding], measured: list[Finding]) -> list[F
     them), as a compiler reports the first error and not its cascade. Without such a root cause
     each stays a finding of its own.
     """
-    roots = [
-        f for f in static
-        if f.severity >= Severity.ERROR and f.prediction is not None and f.prediction.quantity is Quantity.FROZEN_PARAMETERS
-        and f.prediction.claim is Claim.ABOVE and (f.probe or {}).get("verdict") == "confirmed"
-    ]
+    roots = [f for f in static if f.severity >= Severity.ERROR and _measured_frozen(f)]
     if not roots:
         return measured
     folded = [f for f in measured if f.code in CONSEQUENCE_CODES]
@@ -178,6 +174,15 @@ def _fold_consequences(static: list[Finding], measured: list[Finding]) -> list[F
     root.message += f"; the probe measured the damage: {' and '.join(parts)} (IL404/IL403, reported here)"
     root.evidence = {**root.evidence, "probe_consequences": [{"code": f.code, "location": f.location} for f in folded]}
     return [f for f in measured if f.code not in CONSEQUENCE_CODES]
+
+
+def _measured_frozen(finding: Finding) -> bool:
+    """The finding is about parameters the probe measured frozen: a confirmed claim that they
+    are, or a refuted claim that they are not."""
+    prediction, verdict = finding.prediction, (finding.probe or {}).get("verdict")
+    if prediction is None or prediction.quantity is not Quantity.FROZEN_PARAMETERS:
+        return False
+    return verdict == ("confirmed" if prediction.claim is Claim.ABOVE else "refuted")
 
 
 def _first_few(names: list[str], shown: int = 4) -> str:
@@ -243,7 +248,9 @@ def _probe_stage(graph: ModelGraph, options: LintOptions, result: TargetResult, 
 
 
 def confirm_findings(findings: list[Finding], probe: ProbeMeasurement | None, why_not: str | None = None) -> None:
-    """Set ``finding.probe`` on every finding; a refuted one drops to info and says why."""
+    """Set ``finding.probe`` on every finding. A refuted fault drops to info and says why; a
+    refuted claim that the pattern is harmless means the probe measured the fault: the finding
+    rises to its rule's severity (the one it gives that fault) and says so."""
     for finding in findings:
         if probe is None or not probe.ok:
             finding.probe = {"verdict": "inconclusive", "reason": why_not or "the probe did not run"}
@@ -256,7 +263,16 @@ def confirm_findings(findings: list[Finding], probe: ProbeMeasurement | None, wh
         if pending is not None and finding.probe["verdict"] == "confirmed":
             finding.severity = Severity.parse(pending)
             finding.message += " (confirmed by the probe)"
-        if finding.probe["verdict"] == "refuted" and finding.severity > Severity.INFO:
+        if finding.probe["verdict"] != "refuted":
+            continue
+        if not finding.prediction.claims_fault:
+            rule = registry().get(finding.code)
+            fault = rule.severity if rule is not None else Severity.ERROR
+            if fault > finding.severity:
+                finding.probe["original_severity"] = str(finding.severity)
+                finding.severity = fault
+            finding.message += f" (the probe measured the fault this finding said would not happen: {finding.probe['reason']})"
+        elif finding.severity > Severity.INFO:
             finding.probe["original_severity"] = str(finding.severity)
             finding.severity = Severity.INFO
             finding.message += f" (refuted by the probe: {finding.probe['reason']})"

@@ -20,6 +20,7 @@ from .prediction import Prediction, Quantity
 NEAR = {"ratio": 0.5, "fraction": 0.1, "other": 0.25}
 # What a forward-only measurement (initlint.probe.onnxruntime_forward) cannot measure.
 BACKWARD = (Quantity.GRADIENT_ENERGY_RATIO, Quantity.FROZEN_PARAMETERS)
+NOT_FINITE = "the probe's measurement is not finite (NaN or inf)"
 
 
 def near_threshold(prediction: Prediction, value: float) -> bool:
@@ -41,11 +42,17 @@ def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[li
         frozen = set(probe.frozen_parameters)
         return [sum(p in frozen for p in seen) / len(seen)], None
     if q is Quantity.INITIAL_LOSS_OVER_CHANCE:
+        if probe.chance_loss is not None and probe.loss_value is None:
+            return [], f"{NOT_FINITE}: the loss at init is NaN on every seed"
         if probe.chance_loss is None or probe.loss_value is None:
             return [], "the output is not a classifier's (no cross-entropy to compare with chance)"
         return [probe.loss_value / probe.chance_loss], None
     if q is Quantity.LOGIT_STD:
-        return ([probe.output_std], None) if probe.output_std is not None else ([], "the probe found no output tensor")
+        if probe.output_std is not None:
+            return [probe.output_std], None
+        if probe.output_non_finite:
+            return [], f"{NOT_FINITE}: the model's output overflows, so its standard deviation is undefined"
+        return [], "the probe found no output tensor"
     rows = probe.per_seed
     for name in {prediction.from_layer, prediction.to_layer}:
         if name not in rows:
@@ -71,7 +78,10 @@ def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[li
         values = rows[prediction.to_layer].get("common_component", [])
     else:  # DEAD_FRACTION
         values = rows[prediction.to_layer].get("dead_fraction", [])
-    values = [v for v in values if v is not None and not math.isnan(v)]
+    measured = [v for v in values if v is not None]
+    values = [v for v in measured if not math.isnan(v)]
+    if not values and measured:
+        return [], f"{NOT_FINITE}: the {q.text} over this span is undefined where the outputs or gradients overflow"
     if not values:
         return [], f"the probe measured no {q.text} over this span (an exactly zero signal at its start, or no value reached it)"
     return values, None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from initlint import graph as g
-from initlint.constant_flow import ConstantOutcome, Fate, Harm, zero_outcome
+from initlint.constant_flow import ConstantFlow, ConstantOutcome, Fate, Harm
 from initlint.fixes import Code as _Code, init_call, random_init_for
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
@@ -35,7 +35,9 @@ class ZeroWeights(Rule):
     A zero layer outputs a constant. When that constant reaches a ReLU at a pre-activation
     <= 0 (ReLU'(0) = 0 in PyTorch), another zero layer, or BatchNorm followed by ReLU, the
     gradient of this layer and of everything before it is exactly zero, and stays zero
-    forever: the network cannot train. A lone zero layer between random layers recovers, but
+    forever: the network cannot train. A zero layer fed that frozen zero output never trains
+    either, whatever follows it: its weight's gradient is its input times the gradient at its
+    output (the second of two zero layers in a row). A lone zero layer between random layers recovers, but
     starts with no information flowing through it (warning).
 
     ## Example
@@ -72,12 +74,13 @@ class ZeroWeights(Rule):
 
     def check(self, ctx):
         graph = ctx.graph
+        flow = ConstantFlow(graph)  # each layer's outcome computed once, however many layers are zero
         claimed = set()
         for layer in graph.layers.values():
             weight = layer.weight
             # A trainable gain only: a frozen norm's buffers (DETR's FrozenBatchNorm2d) get no gradient anyway.
             if layer.kind == g.NORM and graph.has_structure and weight is not None and weight.name in graph.tensors and weight.stats.all_zero:
-                yield from self._zero_norm_gain(graph, layer)
+                yield from self._zero_norm_gain(graph, flow, layer)
                 continue
             if weight is None or weight.ndim < 2 or not graph.has_structure:
                 continue  # without structure (a state dict) every zero matrix is judged below
@@ -88,7 +91,7 @@ class ZeroWeights(Rule):
             if layer.kind not in _STRUCTURAL_KINDS:
                 yield self.finding(weight.name, f"this weight starts with no information in it: all {weight.size:,} values are 0.0", Severity.WARNING, evidence=evidence, fix=_fix(graph, layer))
                 continue
-            outcome = zero_outcome(graph, layer)
+            outcome = flow.outcome(layer)
             if outcome.harm == Harm.ALLOWED:
                 continue
             fatal = outcome.harm == Harm.FATAL
@@ -126,11 +129,11 @@ class ZeroWeights(Rule):
                 evidence={"count": tensor.size, "std": 0.0},
             )
 
-    def _zero_norm_gain(self, graph, layer):
+    def _zero_norm_gain(self, graph, flow, layer):
         # A normalization with gain 0 outputs its shift beta whatever the input: the same
         # constant output as a zero layer with that bias, followed the same way downstream.
         weight = layer.weight
-        outcome = zero_outcome(graph, layer)
+        outcome = flow.outcome(layer)
         if outcome.harm == Harm.ALLOWED:
             return  # the last norm of a residual branch (zero_init_residual), a zero head
         fatal = outcome.harm == Harm.FATAL
@@ -165,6 +168,11 @@ def _consequence(outcome: ConstantOutcome, zeros: str) -> str:
         if outcome.harm == Harm.FATAL:
             return f"neither this layer nor {outcome.other_weight} can ever train: {zeros} and it feeds that all-zero layer a zero input, so each blocks the other's gradient"
         return f"{_STARTS_EMPTY}: {zeros}, and it feeds another all-zero layer ({outcome.other_weight}) a constant input"
+    if fate == Fate.FED_BY_ZERO_LAYER:
+        return (
+            f"this tensor will never train: {zeros}, and its input is exactly 0 for good, coming from {outcome.other_weight} "
+            f"(all zero, and it never trains either), so its gradient, the input times the gradient at its output, is exactly 0"
+        )
     if fate == Fate.LONE_ZERO_LAYER:
         return f"{_STARTS_EMPTY}, though training recovers through its random neighbours: {zeros}, so its output is a constant at init"
     if fate == Fate.GATED:
@@ -317,12 +325,12 @@ def last_batchnorm_gain_of_each_branch_zero():
 _CONV_INPUT = (2, 3, 8, 8)
 ZeroWeights.must_flag = (
     Example(zero_linear_before_relu, flagged=("2.weight",), severity="error"),
-    Example(two_consecutive_zero_layers, flagged=("2.weight",), severity="error"),
+    Example(two_consecutive_zero_layers, flagged=("2.weight", "4.weight"), severity="error"),
     Example(zero_conv_batchnorm_relu, flagged=("2.weight",), severity="error", input_shape=_CONV_INPUT),
-    Example(lora_with_a_and_b_zero, flagged=("2.lora_A.weight",), severity="error", input_shape=(4, 16)),
+    Example(lora_with_a_and_b_zero, flagged=("2.lora_A.weight", "2.lora_B.weight"), severity="error", input_shape=(4, 16)),
     Example(lone_zero_layer_before_tanh, flagged=("2.weight",), severity="warning"),
-    Example(every_batchnorm_gain_zero, flagged=("0.1.weight", "1.bn1.weight"), severity="error", input_shape=_CONV_INPUT),
-    Example(zero_layers_around_handwritten_tanh_gelu, flagged=("2.weight",), severity="warning"),
+    Example(every_batchnorm_gain_zero, flagged=("0.1.weight", "1.bn1.weight", "1.bn2.weight"), severity="error", input_shape=_CONV_INPUT),
+    Example(zero_layers_around_handwritten_tanh_gelu, flagged=("2.weight", "4.weight"), severity="error"),
 )
 ZeroWeights.must_not_flag = (
     Example(lora_b_zero_a_random),

@@ -70,6 +70,33 @@ def test_shallow_relu_glorot_vanishing_claim_is_refuted_and_drops_to_info():
     assert "refuted by the probe" in finding.message and finding.probe["original_severity"] == "error"
 
 
+def test_a_claim_on_the_harmless_side_names_itself():
+    frozen = Prediction(Quantity.FROZEN_PARAMETERS, Claim.ABOVE, 0.5, parameters=("2.weight",))
+    recovers = Prediction(Quantity.FROZEN_PARAMETERS, Claim.BELOW, 0.5, parameters=("2.weight",))
+    vanishes = Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.BELOW, 1e-3, from_layer="0", to_layer="4")
+    assert frozen.claims_fault and vanishes.claims_fault and not recovers.claims_fault
+
+
+def test_a_refuted_claim_that_a_zero_layer_recovers_rises_to_an_error():
+    """Claimed harmless (a lone zero layer whose gradient is not stuck) and measured frozen: the
+    probe found the fault itself, so the finding must not drop to info."""
+    from initlint.example_models import two_consecutive_zero_layers
+
+    torch.manual_seed(0)
+    _, probe = probe_of(two_consecutive_zero_layers(), shape=(32, 16))
+    recovers = Prediction(Quantity.FROZEN_PARAMETERS, Claim.BELOW, 0.5, parameters=("4.weight",), predicted=0.0)
+    finding = Finding("IL101", "zero-weights", Severity.WARNING, "4.weight", "training recovers through its neighbours", prediction=recovers)
+    confirm_findings([finding], probe)
+    assert finding.probe["verdict"] == "refuted", finding.probe
+    assert finding.severity == Severity.ERROR and finding.probe["original_severity"] == "warning"
+    assert "the probe measured the fault" in finding.message and "refuted by the probe" not in finding.message
+    # Measured frozen, it explains the probe's frozen-parameter findings as a confirmed fatal claim does.
+    from initlint.runner import _fold_consequences
+
+    measured = [Finding("IL404", "frozen-parameters", Severity.ERROR, "4.weight", "never trains")]
+    assert _fold_consequences([finding], measured) == [] and "IL404" in finding.message
+
+
 def test_finding_without_prediction_is_inconclusive():
     torch.manual_seed(0)
     _, probe = probe_of(relu_mlp(3, nn.init.xavier_uniform_))
@@ -314,6 +341,29 @@ def test_the_probe_measures_each_layers_own_gain_as_fan_in_times_its_second_mome
     assert rows["2"].output_variance / rows["0"].output_variance < 0.7 * gains["2"]  # the ReLU halves the span
 
 
+def test_an_unmeasurable_value_says_whether_it_overflowed_or_was_never_there():
+    nan = float("nan")
+    duplicates = Prediction(Quantity.DUPLICATE_UNIT_FRACTION, Claim.ABOVE, 0.0, to_layer="a")
+    overflowed = judge(duplicates, _measurement(a={"duplicate_fraction": [nan, nan, nan]}))
+    assert overflowed["verdict"] == "inconclusive" and "not finite (NaN or inf)" in overflowed["reason"]
+    forward = Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.BELOW, 1e-3, from_layer="a", to_layer="b")
+    silent = judge(forward, _measurement(a={"output_variance": [0.0] * 3}, b={"output_variance": [1.0] * 3}))
+    assert "exactly zero signal" in silent["reason"] and "not finite" not in silent["reason"]
+    logits = Prediction(Quantity.LOGIT_STD, Claim.ABOVE, 3.0)
+    no_output = _measurement()
+    assert judge(logits, no_output)["reason"] == "the probe found no output tensor"
+    no_output.output_non_finite = True
+    assert "not finite (NaN or inf)" in judge(logits, no_output)["reason"]
+
+
+def test_the_probe_records_an_output_that_overflows():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 10))
+    nn.init.constant_(model[2].weight, 3e38)  # the head's outputs overflow to inf
+    _, probe = probe_of(model)
+    assert probe.output_std is None and probe.output_non_finite
+
+
 def test_saturation_is_measured_before_tanh():
     torch.manual_seed(0)
     layers = []
@@ -477,3 +527,38 @@ def test_a_parameter_no_init_could_free_is_a_note_not_a_finding(tmp_path):
     assert result.exit_code == 0, [(f["code"], f["location"]) for f in data["findings"]]
     assert "v.weight" not in data["probe"]["frozen_parameters"]
     assert any("whatever their initial values (v.weight)" in note for note in data["notes"]), data["notes"]
+
+
+def test_duplicate_units_are_counted_where_outputs_overflow():
+    """Uninitialized memory overflows to inf: units whose inf and NaN fall on the same samples
+    and whose finite outputs agree (less their mean) are duplicates; a different pattern is not."""
+    from initlint.probe.measure import _duplicate_fraction
+
+    torch.manual_seed(0)
+    outputs = torch.randn(8, 6)
+    outputs[:, 1] = outputs[:, 0] + 2.0  # unit 1 repeats unit 0, shifted
+    outputs[3, :2] = float("inf")
+    outputs[5, :2] = float("nan")
+    assert _duplicate_fraction(torch, outputs, 1) == pytest.approx(1 / 6)
+    outputs[5, 1] = float("-inf")  # no longer the same pattern
+    assert _duplicate_fraction(torch, outputs, 1) == 0.0
+    assert _duplicate_fraction(torch, torch.full((4, 6), float("inf")), 1) == pytest.approx(5 / 6)
+
+
+def test_duplicate_units_are_found_through_last_bit_differences():
+    """Copied filters computed in a different order (a blocked convolution) differ in the last
+    bits: they are still duplicates. Units that differ in the fourth digit are not."""
+    from initlint.probe.measure import _duplicate_fraction
+
+    torch.manual_seed(0)
+    outputs = torch.randn(4096, 8, dtype=torch.float64)
+    outputs[:, 1] = outputs[:, 0] * (1 + 1e-9)
+    outputs[:, 2] = outputs[:, 0] + 1e-9 * torch.randn(4096, dtype=torch.float64)
+    assert _duplicate_fraction(torch, outputs, 1) == pytest.approx(2 / 8)
+    outputs[:, 2] = outputs[:, 0] + 1e-3 * torch.randn(4096, dtype=torch.float64)
+    assert _duplicate_fraction(torch, outputs, 1) == pytest.approx(1 / 8)
+    copies = nn.Conv2d(3, 16, 3)
+    with torch.no_grad():
+        copies.weight[8:] = copies.weight[:8]
+        copies.bias[8:] = copies.bias[:8]
+    assert _duplicate_fraction(torch, copies(torch.randn(21, 3, 32, 32)).detach(), 1) == pytest.approx(0.5)

@@ -235,16 +235,47 @@ def _unit_checks(predictions) -> dict[str, set[str]]:
 
 
 def _duplicate_fraction(torch, value, unit_axis: int) -> float:
-    """Share of units whose output less its mean repeats another unit's (to 5 significant digits)."""
+    """Share of units whose output less its mean repeats another unit's, to 5 significant digits
+    of the layer's largest output: identical filters computed in a different order (a blocked
+    convolution) differ in the last bits, so rows are compared within that tolerance, not hashed.
+
+    Non-finite outputs (uninitialized memory overflows to inf) are compared as they are: two
+    units repeat each other where their NaN and ±inf fall on the same samples and their finite
+    outputs, less their finite mean, agree."""
     if value.ndim < 2:
         return float("nan")
     axis = unit_axis % value.ndim
     rows = value.movedim(axis, 0).reshape(value.shape[axis], -1).double()
-    rows = rows - rows.mean(dim=1, keepdim=True)
-    scale = float(rows.abs().amax())
-    if not math.isfinite(scale) or scale == 0:
-        return 1.0 - 1.0 / rows.shape[0] if scale == 0 else float("nan")
-    distinct = torch.unique(torch.round(rows / scale * 1e5), dim=0).shape[0]
+    finite = torch.isfinite(rows)
+    # 0 where finite, else a code per kind: the pattern two duplicate units share exactly.
+    pattern = torch.where(finite, 0.0, torch.where(torch.isnan(rows), 1.0, torch.where(rows > 0, 2.0, 3.0)))
+    kept = torch.where(finite, rows, 0.0)
+    mean = kept.sum(dim=1, keepdim=True) / finite.sum(dim=1, keepdim=True).clamp_min(1)
+    centered = torch.where(finite, kept - mean, 0.0)
+    tolerance = 1e-5 * float(centered.abs().amax())
+    # Rows within the tolerance project within tolerance·|d|₁ of each other on any direction d:
+    # sorted by one random projection, only neighbours that close need the full comparison.
+    direction = torch.randn(rows.shape[1], generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    key = centered @ direction + pattern.double() @ direction.abs()
+    window = tolerance * float(direction.abs().sum())
+    order = torch.argsort(key).tolist()
+    keys = key[order].tolist()
+    group = list(range(rows.shape[0]))
+
+    def root(i: int) -> int:
+        while group[i] != i:
+            group[i] = group[group[i]]
+            i = group[i]
+        return i
+
+    for a, i in enumerate(order):
+        for b in range(a + 1, len(order)):
+            if keys[b] - keys[a] > window:
+                break
+            j = order[b]
+            if root(i) != root(j) and torch.equal(pattern[i], pattern[j]) and float((centered[i] - centered[j]).abs().amax()) <= tolerance:
+                group[root(j)] = root(i)
+    distinct = len({root(i) for i in range(rows.shape[0])})
     return 1.0 - distinct / rows.shape[0]
 
 
@@ -455,6 +486,7 @@ def _assemble(graph, watched, per_seed, seeds, losses, loss_name, shapes, runnab
         loss_value=median(losses),
         classes=shapes[0]["classes"] if shapes else None,
         output_std=median([sh["output_std"] for sh in shapes]),
+        output_non_finite=bool(shapes) and all(sh["output_std"] is not None and not math.isfinite(sh["output_std"]) for sh in shapes),
         input_shapes=runnable.input_shapes,
         layers=layers,
         per_seed=by_seed,
