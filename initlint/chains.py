@@ -3,6 +3,8 @@ structure the IL2xx/IL3xx rules judge a run of layers on (docs/science.md ยง1, ย
 
 from __future__ import annotations
 
+import math
+
 from . import graph as g
 
 
@@ -61,3 +63,44 @@ def plain_chains(graph: g.ModelGraph, member) -> list[list[tuple[g.Layer, g.Laye
         chains.append(chain)
     # Pairs are visited in topological order, so every chain is entered at its head.
     return chains
+
+
+# Elementwise ops that scale their one computed input by a constant operand, by their name in
+# either loader (torch mul / truediv, aten mul.Tensor, ONNX Mul / Div).
+_SCALING_OPS = {"mul": "mul", "imul": "mul", "div": "div", "truediv": "div", "itruediv": "div"}
+
+
+def scalar_scale(graph: g.ModelGraph, sig, layer: g.Layer) -> float | None:
+    """The factor on the variance of a layer that multiplies or divides its one computed input
+    by a fixed positive scalar (``x * d**-0.5``, ``x / 4``): q_out/q_in of the signal ``sig``.
+    None for any other layer (a vector, a zero gate, ``c / x``, a product of two values)."""
+    op = _SCALING_OPS.get(layer.op.split(".")[0].lower())
+    if layer.is_weighted or len(layer.inputs) != 1 or not layer.const_inputs or (op is None and layer.kind != g.MUL):
+        return None
+    if any(t.size != 1 for t in layer.const_inputs.values()) or (op == "div" and 0 in layer.const_inputs):
+        return None
+    row = sig.get(layer.name)
+    factor = row.gain_fwd if row is not None else None
+    return factor if factor is not None and math.isfinite(factor) and factor > 0 else None
+
+
+def scales_around(graph: g.ModelGraph, sig, layer: g.Layer) -> tuple[float, list[g.Layer]]:
+    """The fixed scalar scales right before ``layer``'s input and right after its output, as one
+    factor on the variance (T5 multiplies the decoder output by d_model**-0.5 before its head),
+    and the first layers after them. Walks single-input reshapes, dropout, pooling and such scales."""
+    factor, node = 1.0, layer
+    while len(node.inputs) == 1 and node.inputs[0] in graph.layers:
+        before = graph.layers[node.inputs[0]]
+        scale = scalar_scale(graph, sig, before)
+        if scale is None and before.kind not in g.TRANSPARENT_KINDS:
+            break
+        factor *= scale or 1.0
+        node = before
+    node = layer
+    while len(after := graph.consumers(node)) == 1:
+        scale = scalar_scale(graph, sig, after[0])
+        if scale is None and after[0].kind not in g.TRANSPARENT_KINDS:
+            break
+        factor *= scale or 1.0
+        node = after[0]
+    return factor, graph.downstream(node)

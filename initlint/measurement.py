@@ -22,7 +22,7 @@ VANISHING_VARIANCE = 1e-3**2
 EXPLODING_VARIANCE = 70.0**2
 
 LAYER_FIELDS = (
-    "units", "mean", "std", "second_moment", "weight_second_moment", "input_variance",
+    "units", "mean", "std", "second_moment", "weight_second_moment", "output_variance", "layer_input_variance",
     "grad_norm", "grad_rms", "grad_out_norm", "weight_grad_norm", "grad_to_weight",
     "dead_fraction", "rarely_active_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction", "common_component", "forward_ratio", "backward_ratio",
 )
@@ -30,8 +30,9 @@ LAYER_FIELDS = (
 
 @dataclass
 class LayerMeasurement:
-    """One weighted layer: its output's statistics (``input_variance``: the per-unit variance
-    across the batch, averaged over units), the loss gradient's norm at its input
+    """One weighted layer: its output's statistics (``output_variance``: the per-unit variance
+    across the batch, averaged over units; ``layer_input_variance``: the same of its input, per
+    channel), the loss gradient's norm at its input
     (``grad_norm``) and output (``grad_out_norm``), and what follows it (dead, saturated)."""
 
     layer: str
@@ -42,7 +43,8 @@ class LayerMeasurement:
     std: float | None = None
     second_moment: float | None = None
     weight_second_moment: float | None = None
-    input_variance: float | None = None
+    output_variance: float | None = None
+    layer_input_variance: float | None = None  # the same of the layer's input, per channel (Quantity.LAYER_GAIN)
     grad_norm: float | None = None
     grad_rms: float | None = None
     grad_out_norm: float | None = None

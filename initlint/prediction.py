@@ -13,6 +13,13 @@ probe measures):
   of ``from_layer``'s output. Input-dependent: the variance of each unit across the batch
   (and positions), averaged over units -- a bias, or a constant carried from earlier layers,
   adds no information and is left out, as in the static model's ``v``.
+- ``LAYER_GAIN``: one weighted layer's own gain, the input-dependent variance of ``to_layer``'s
+  output over that of its input. The input's is taken per channel the same way (across the
+  batch and positions, averaged over channels; the channel axis is the layer's unit axis: 1 for
+  a convolution, the last for a linear layer). Nothing before or after the layer (an
+  activation, a scale) is in it. For zero-mean i.i.d. weights its expectation is
+  fan_in·E[W²] whatever the correlations between the inputs: a unit's output variance is
+  wᵀΣw for the input covariance Σ, and E_W[wᵀΣw] = E[W²]·tr Σ.
 - ``GRADIENT_ENERGY_RATIO``: the energy (squared norm) of the loss gradient at ``to_layer``'s
   output over that at ``from_layer``'s input; ``from_layer`` is the later layer, where the
   gradient enters the span.
@@ -61,10 +68,15 @@ class Quantity(enum.Enum):
     INITIAL_LOSS_OVER_CHANCE = "initial_loss_over_chance"
     LOGIT_STD = "logit_std"
     COMMON_COMPONENT = "common_component"
+    LAYER_GAIN = "layer_gain"
 
     @property
-    def is_ratio(self) -> bool:
-        """Spans two layers; values spread over orders of magnitude (judged on a log scale)."""
+    def log_scale(self) -> bool:
+        """A positive ratio whose values spread over orders of magnitude: judged in decades."""
+        return self in (Quantity.FORWARD_VARIANCE_RATIO, Quantity.GRADIENT_ENERGY_RATIO, Quantity.LAYER_GAIN)
+
+    @property
+    def spans_two_layers(self) -> bool:
         return self in (Quantity.FORWARD_VARIANCE_RATIO, Quantity.GRADIENT_ENERGY_RATIO)
 
     @property
@@ -73,7 +85,7 @@ class Quantity(enum.Enum):
 
     @property
     def needs_layer(self) -> bool:
-        return self.is_ratio or self in (Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.RARELY_ACTIVE_FRACTION, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION, Quantity.COMMON_COMPONENT)
+        return self.spans_two_layers or self in (Quantity.LAYER_GAIN, Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.RARELY_ACTIVE_FRACTION, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION, Quantity.COMMON_COMPONENT)
 
     @property
     def text(self) -> str:
@@ -114,11 +126,11 @@ class Prediction:
             raise PredictionError(f"{self.quantity.value}: the threshold must be a finite number, not {self.threshold!r}")
         object.__setattr__(self, "threshold", float(self.threshold))
         q = self.quantity
-        if q.is_ratio:
+        if q.log_scale and self.threshold <= 0:
+            raise PredictionError(f"{q.value}: a ratio's threshold must be positive, not {self.threshold:g}")
+        if q.spans_two_layers:
             if not (self.from_layer and self.to_layer) or self.from_layer == self.to_layer:
                 raise PredictionError(f"{q.value} spans two different weighted layers (from_layer, to_layer), got {self.from_layer!r} -> {self.to_layer!r}")
-            if self.threshold <= 0:
-                raise PredictionError(f"{q.value}: a ratio's threshold must be positive, not {self.threshold:g}")
         elif q.needs_layer:
             if not self.to_layer or self.from_layer not in (None, self.to_layer):
                 raise PredictionError(f"{q.value} is about one weighted layer (to_layer), got {self.from_layer!r} -> {self.to_layer!r}")
@@ -150,7 +162,7 @@ class Prediction:
     def margin(self, value: float) -> float:
         """How far ``value`` is from the threshold, in the quantity's natural unit: decades for a
         ratio, absolute share for a fraction, relative for the rest; positive on the claimed side."""
-        if self.quantity.is_ratio:
+        if self.quantity.log_scale:
             if value <= 0:
                 return math.inf if self.claim is Claim.BELOW else -math.inf
             gap = math.log10(self.threshold) - math.log10(value)
@@ -162,7 +174,7 @@ class Prediction:
 
     def describe(self) -> str:
         span = ""
-        if self.quantity.is_ratio:
+        if self.quantity.spans_two_layers:
             span = f" from {self.from_layer} to {self.to_layer}"
         elif self.to_layer:
             span = f" at {self.to_layer}"
@@ -178,6 +190,9 @@ class Prediction:
                 raise PredictionError(f"{self.quantity.value}: {name!r} is not a layer of the graph")
             if not layer.is_weighted:
                 raise PredictionError(f"{self.quantity.value}: {name!r} is a {layer.kind} layer; the probe measures weighted layers only")
+        # A layer whose input is a signal with channels on its unit axis: not an embedding (indices).
+        if self.quantity is Quantity.LAYER_GAIN and graph.layers[self.to_layer].kind not in (g.LINEAR, g.CONV, g.CONV_TRANSPOSE):
+            raise PredictionError(f"layer_gain: {self.to_layer!r} is a {graph.layers[self.to_layer].kind} layer; the probe measures the gain of a linear or convolution layer only")
         if self.quantity is Quantity.SATURATED_FRACTION:
             after = graph.activation_after(graph.layers[self.to_layer])
             if after is None or after.activation not in g.SATURATING:

@@ -24,7 +24,7 @@ NOT_FINITE = "the probe's measurement is not finite (NaN or inf)"
 
 
 def near_threshold(prediction: Prediction, value: float) -> bool:
-    kind = "ratio" if prediction.quantity.is_ratio else "fraction" if prediction.quantity.is_fraction else "other"
+    kind = "ratio" if prediction.quantity.log_scale else "fraction" if prediction.quantity.is_fraction else "other"
     return abs(prediction.margin(value)) < NEAR[kind]
 
 
@@ -58,8 +58,13 @@ def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[li
         if name not in rows:
             return [], f"the probe could not watch {name} on this model (no module of its own)"
     if q is Quantity.FORWARD_VARIANCE_RATIO:
-        pairs = zip(rows[prediction.to_layer].get("input_variance", []), rows[prediction.from_layer].get("input_variance", []))
+        pairs = zip(rows[prediction.to_layer].get("output_variance", []), rows[prediction.from_layer].get("output_variance", []))
         values = [_ratio(b, a) for b, a in pairs]
+    elif q is Quantity.LAYER_GAIN:
+        row = rows[prediction.to_layer]
+        if not any(v is not None for v in row.get("layer_input_variance", [])):
+            return [], f"the probe could not read the input of {prediction.to_layer} on this model (no floating-point input reached it)"
+        values = [_ratio(b, a) for b, a in zip(row.get("output_variance", []), row.get("layer_input_variance", []))]
     elif q is Quantity.GRADIENT_ENERGY_RATIO:
         pairs = zip(rows[prediction.to_layer].get("grad_out_norm", []), rows[prediction.from_layer].get("grad_norm", []))
         values = [None if r is None else r * r for r in (_ratio(b, a) for b, a in pairs)]

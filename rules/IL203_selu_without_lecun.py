@@ -83,7 +83,7 @@ class SeluWithoutLecun(Rule):
                 f"fan_in·Var(W) = {sigma_w2:.3g} where SELU needs 1 (LeCun normal) ({fp.describe() if fp else 'no fingerprint'})",
                 severity,
                 evidence={"sigma_w2": sigma_w2, "init": fp.names if fp else []},
-                prediction=_drift(ctx, stack.get(layer.name), layer),
+                prediction=_drift(ctx, stack.get(layer.name), layer, sigma_w2),
                 fix=_fix(layer),
             )
 
@@ -99,18 +99,20 @@ def _fix(layer: g.Layer) -> str:
     return ", ".join(calls) + "; use nn.AlphaDropout, not nn.Dropout, between SELU layers"
 
 
-def _drift(ctx, chain, layer) -> Prediction | None:
+def _drift(ctx, chain, layer, sigma_w2: float) -> Prediction:
     """The claim: from the first layer of the SELU stack to this one (which includes this layer's
     own fan_in·Var(W)), the input-dependent variance grows (or shrinks) instead of staying at
-    SELU's fixed point 1. The first layer of a stack has no measured layer before it: no claim."""
-    if not chain or chain[0][0].name == layer.name:
-        return None
-    first = chain[0][0].name
-    predicted = ctx.predicted_ratio(Quantity.FORWARD_VARIANCE_RATIO, first, layer.name)
-    if not predicted or predicted == 1.0:
-        return None
-    claim = Claim.ABOVE if predicted > 1 else Claim.BELOW
-    return Prediction(Quantity.FORWARD_VARIANCE_RATIO, claim, 1.0, from_layer=first, to_layer=layer.name, predicted=predicted)
+    SELU's fixed point 1. The first layer of a stack, or a lone SELU layer, has no measured layer
+    before it: there the claim is on the layer's own gain, its output over its input variance."""
+    if chain and chain[0][0].name != layer.name:
+        first = chain[0][0].name
+        predicted = ctx.predicted_ratio(Quantity.FORWARD_VARIANCE_RATIO, first, layer.name)
+        if predicted and predicted != 1.0:
+            claim = Claim.ABOVE if predicted > 1 else Claim.BELOW
+            return Prediction(Quantity.FORWARD_VARIANCE_RATIO, claim, 1.0, from_layer=first, to_layer=layer.name, predicted=predicted)
+    claim = Claim.ABOVE if sigma_w2 > 1 else Claim.BELOW
+    return Prediction(Quantity.LAYER_GAIN, claim, 1.0, to_layer=layer.name, predicted=sigma_w2)
+
 
 def _selu_mlp(init, depth: int = 6, width: int = 64):
     return plain_mlp(depth, "SELU", init, width)

@@ -9,7 +9,7 @@ from initlint import graph as g
 from initlint.engine import Example, Rule, Severity
 from initlint.fixes import random_init_for
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.chains import reliable
+from initlint.chains import reliable, scales_around
 from initlint.signal import scalar, weight_second_moment
 
 GAIN_KINDS = (g.LINEAR, g.CONV, g.CONV_TRANSPOSE)
@@ -20,10 +20,14 @@ class OverscaledLayerGain(Rule):
 
     ## What it does
     For every linear and convolution layer whose output is not normalized, computes its gain
-    fan_in·E[W²]·g(φ), where g(φ) = E[φ(z)²]/E[z²] is the forward gain of the activation after
-    it at the pre-activation scale the signal propagation predicts (1 without one). An error
-    when the gain exceeds `max_gain`, a warning above `warn_gain`. No depth is needed: one
-    such layer is enough.
+    fan_in·E[W²]·c²·g(φ), where g(φ) = E[φ(z)²]/E[z²] is the forward gain of the activation after
+    it at the pre-activation scale the signal propagation predicts (1 without one) and c² the
+    factor of a fixed scalar scale right before its input or right after its output
+    (`x * d**-0.5`, `x / 4`; 1 without one): T5 ties its head to the N(0, 1) embedding and
+    multiplies the decoder output by d_model**-0.5 before it, a gain of 1. An error when the
+    gain exceeds `max_gain`, a warning above `warn_gain`. No depth is needed: one such layer is
+    enough. The probe checks the layer's own gain, the variance of its output over that of its
+    input, against `warn_gain`/(c²·g(φ)).
 
     ## Why is this bad?
     A variance-preserving layer has gain 1 (He init before ReLU: fan_in·2/fan_in·½). Weights
@@ -49,10 +53,14 @@ class OverscaledLayerGain(Rule):
 
     ## Known false positives
     Layers followed by a normalization are scale-invariant and not judged; layers whose
-    weights match no init scheme (trained models) are not judged either.
+    weights match no init scheme (trained models) are not judged either. A scale is counted
+    only where it is a scalar next to the layer (through reshapes and dropout), a constant or
+    a one-element parameter at its non-zero initial value: a layer compensated by one computed
+    at run time, a per-channel one, or one further away (after the activation) is still
+    reported.
 
     ## References
-    - docs/science.md §1 (σ_w² = fan_in·Var(W)), §2 (the variance of each scheme), §3 (gains), §11
+    - docs/science.md §1 (σ_w² = fan_in·Var(W)), §2 (the variance of each scheme), §3 (gains), §8 (a layer's own gain, measured), §11 (fixed scales)
     - He et al. 2015, "Delving Deep into Rectifiers"
     """
 
@@ -70,34 +78,33 @@ class OverscaledLayerGain(Rule):
         for layer in graph.layers.values():
             if not layer.is_weighted or layer.kind not in GAIN_KINDS or not layer.fan_in or layer.weight.stats.all_zero:
                 continue
-            following = graph.downstream(layer)
+            scale, following = scales_around(graph, sig, layer)
             if any(nxt.kind == g.NORM for nxt in following) or layer.name in sig.folded_norm:
                 continue
             fp = ctx.fingerprint(layer)
             if fp is not None and (fp.status == "unrecognized" or _scaled_by_its_fan(fp)):
                 continue
-            act = graph.activation_after(layer)
+            act = following[0] if len(following) == 1 and following[0].kind == g.ACTIVATION else None
             act_gain = 1.0
             if act is not None and act.name in sig.layers and sig[act.name].q_in > 0:
                 act_gain = _activation_gain(act, sig[act.name])
-            gain = layer.fan_in * weight_second_moment(layer) * act_gain
+            own_gain = layer.fan_in * weight_second_moment(layer)
+            gain = own_gain * scale * act_gain
             if gain <= self.settings["warn_gain"]:
                 continue
             severity = Severity.ERROR if gain > self.settings["max_gain"] else Severity.WARNING
-            previous = _previous_weighted(graph, layer)
-            prediction = None
-            if previous is not None:
-                predicted = ctx.predicted_ratio(Quantity.FORWARD_VARIANCE_RATIO, previous.name, layer.name)
-                if predicted is not None and predicted > self.settings["warn_gain"]:
-                    prediction = Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.ABOVE, self.settings["warn_gain"], from_layer=previous.name, to_layer=layer.name, predicted=predicted)
+            # The probe measures the layer alone (output over input variance): the rule's own
+            # criterion, gain > warn_gain, moved onto it.
+            prediction = Prediction(Quantity.LAYER_GAIN, Claim.ABOVE, self.settings["warn_gain"] / (act_gain * scale), to_layer=layer.name, predicted=own_gain)
+            scaled = f", times {scale:.3g} from a fixed scalar scale of its input or output" if scale != 1.0 else ""
             after = f", times {act.activation}'s gain {act_gain:.2g}" if act is not None and act.activation else ""
             yield self.finding(
                 layer.weight.name,
                 f"this layer blows the signal up, so activations and gradients grow wherever layers like it follow each other: "
                 f"it multiplies the signal variance by {gain:.3g} where a variance-preserving init gives 1 "
-                f"(fan_in·E[W²] = {layer.fan_in}·{weight_second_moment(layer):.3g}{after})",
+                f"(fan_in·E[W²] = {layer.fan_in}·{weight_second_moment(layer):.3g}{scaled}{after})",
                 severity,
-                evidence={"gain": gain, "fan_in": layer.fan_in, "weight_second_moment": weight_second_moment(layer), "activation_gain": act_gain},
+                evidence={"gain": gain, "fan_in": layer.fan_in, "weight_second_moment": weight_second_moment(layer), "fixed_scale": scale, "activation_gain": act_gain},
                 prediction=prediction,
                 fix=f"{random_init_for(graph, layer, act)}: a draw scaled by the layer's fan for the activation after it",
             )
@@ -126,11 +133,6 @@ FAN_SCALED = ("he_", "glorot_", "lecun_", "pytorch_default", "orthogonal")
 
 def _scaled_by_its_fan(fp) -> bool:
     return fp.status in ("identified", "ambiguous") and bool(fp.names) and all(name.startswith(FAN_SCALED) for name in fp.names)
-
-
-def _previous_weighted(graph: g.ModelGraph, layer: g.Layer) -> g.Layer | None:
-    before = graph.upstream(layer, g.TRANSPARENT_KINDS | {g.ACTIVATION})
-    return before[0] if len(before) == 1 and before[0].is_weighted and before[0].kind in GAIN_KINDS else None
 
 
 def two_layer_randn():
@@ -184,5 +186,40 @@ def squeeze_excitation_fan_out():
     return SqueezeExcitation()
 
 
-OverscaledLayerGain.must_flag = (Example(two_layer_randn, flagged=("2.weight",), severity="error"),)
-OverscaledLayerGain.must_not_flag = (Example(two_layer_he), Example(randn_before_batchnorm), Example(squeeze_excitation_fan_out))
+def _tied_head(scaled: bool):
+    import torch
+    import torch.nn as nn
+
+    class TiedHead(nn.Module):
+        """T5's output: a LayerNorm, then a head whose weight is an N(0, 1) embedding."""
+
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.LayerNorm(64)
+            self.head = nn.Linear(64, 100, bias=False)
+            self.head.weight = nn.Parameter(torch.randn(100, 64))
+
+        def forward(self, x):
+            h = self.norm(x)
+            return self.head(h * 64**-0.5 if scaled else h)
+
+    return TiedHead()
+
+
+def tied_head_scaled_by_its_width():
+    """T5: the decoder output times d_model**-0.5 before the N(0, 1) head, fan_in·E[W²]·c² = 1."""
+    return _tied_head(scaled=True)
+
+
+def tied_head_unscaled():
+    return _tied_head(scaled=False)
+
+
+OverscaledLayerGain.must_flag = (
+    Example(two_layer_randn, flagged=("2.weight",), severity="error"),
+    Example(tied_head_unscaled, flagged=("head.weight",), severity="warning", input_shape=(4, 64)),
+)
+OverscaledLayerGain.must_not_flag = (
+    Example(two_layer_he), Example(randn_before_batchnorm), Example(squeeze_excitation_fan_out),
+    Example(tied_head_scaled_by_its_width, input_shape=(4, 64)),
+)

@@ -285,16 +285,16 @@ def _measurement(**per_seed) -> ProbeMeasurement:
 
 def test_verdicts_judge_the_rules_own_threshold_on_every_seed():
     forward = Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.BELOW, 1e-3, from_layer="a", to_layer="b")
-    vanished = _measurement(a={"input_variance": [1.0, 1.0, 1.0]}, b={"input_variance": [1e-5, 2e-5, 3e-5]})
+    vanished = _measurement(a={"output_variance": [1.0, 1.0, 1.0]}, b={"output_variance": [1e-5, 2e-5, 3e-5]})
     assert judge(forward, vanished)["verdict"] == "confirmed"
     # 1.15e-3 against a bound of 1e-3 is not below it: not confirmed (the old 10x tolerance did),
     # nor clearly refuted: it misses by less than the seeds' spread, and the claim stands as made.
-    just_above = _measurement(a={"input_variance": [1.0] * 3}, b={"input_variance": [1.15e-3, 1.2e-3, 1.1e-3]})
+    just_above = _measurement(a={"output_variance": [1.0] * 3}, b={"output_variance": [1.15e-3, 1.2e-3, 1.1e-3]})
     verdict = judge(forward, just_above)
     assert verdict["verdict"] == "inconclusive" and "neither confirmed nor clearly refuted" in verdict["reason"]
-    clearly_above = _measurement(a={"input_variance": [1.0] * 3}, b={"input_variance": [0.02, 0.03, 0.025]})
+    clearly_above = _measurement(a={"output_variance": [1.0] * 3}, b={"output_variance": [0.02, 0.03, 0.025]})
     assert judge(forward, clearly_above)["verdict"] == "refuted"
-    straddling = _measurement(a={"input_variance": [1.0] * 3}, b={"input_variance": [0.9e-3, 1.2e-3, 1.1e-3]})
+    straddling = _measurement(a={"output_variance": [1.0] * 3}, b={"output_variance": [0.9e-3, 1.2e-3, 1.1e-3]})
     verdict = judge(forward, straddling)
     assert verdict["verdict"] == "inconclusive" and "both sides" in verdict["reason"]
     # Gradient energy: the squared ratio of the output-gradient norm at to_layer to the input one at from_layer.
@@ -311,13 +311,43 @@ def test_verdicts_judge_the_rules_own_threshold_on_every_seed():
     assert unwatched["verdict"] == "inconclusive" and "z" in unwatched["reason"]
 
 
+def test_a_layer_gain_is_its_output_over_its_input_variance_on_every_seed():
+    gain = Prediction(Quantity.LAYER_GAIN, Claim.ABOVE, 10.0, to_layer="b", predicted=64.0)
+    assert gain.from_layer == "b" and gain.describe() == "layer gain at b above 10"
+    # The layer's own input, not another layer's output: "a" does not enter it.
+    amplified = _measurement(a={"output_variance": [1e-9] * 3}, b={"output_variance": [6.0, 7.0, 6.5], "layer_input_variance": [0.1] * 3})
+    verdict = judge(gain, amplified)
+    assert verdict["verdict"] == "confirmed" and verdict["measured"] == pytest.approx(65.0)
+    # Judged in decades like the ratios: 7 against 10 is within the seeds' spread, 1 is not.
+    assert judge(gain, _measurement(b={"output_variance": [0.7] * 3, "layer_input_variance": [0.1] * 3}))["verdict"] == "inconclusive"
+    assert judge(gain, _measurement(b={"output_variance": [0.1] * 3, "layer_input_variance": [0.1] * 3}))["verdict"] == "refuted"
+    unread = judge(gain, _measurement(b={"output_variance": [6.0] * 3, "layer_input_variance": [None] * 3}))
+    assert unread["verdict"] == "inconclusive" and "could not read the input of b" in unread["reason"]
+
+
+def test_the_probe_measures_each_layers_own_gain_as_fan_in_times_its_second_moment():
+    """Conv and linear layers, after a ReLU (inputs with a mean and correlated channels) and on
+    a 10-unit head: the measured gain is fan_in·E[W²] (within sampling), not the span from the
+    previous layer, which includes the activation."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, 16, 3, padding=1), nn.ReLU(),
+                          nn.Flatten(), nn.Linear(16 * 8 * 8, 10))
+    nn.init.normal_(model[2].weight)  # fan_in 16·9 = 144
+    nn.init.normal_(model[5].weight, std=0.1)  # fan_in 1024 · 0.01 = 10.24
+    _, probe = probe_of(model, shape=(64, 3, 8, 8))
+    gains = {name: judge(Prediction(Quantity.LAYER_GAIN, Claim.ABOVE, 1.0, to_layer=name), probe)["measured"] for name in ("2", "5")}
+    rows = {row.layer: row for row in probe.layers}
+    assert gains["2"] == pytest.approx(144, rel=0.15) and gains["5"] == pytest.approx(10.24, rel=0.15), gains
+    assert rows["2"].output_variance / rows["0"].output_variance < 0.7 * gains["2"]  # the ReLU halves the span
+
+
 def test_an_unmeasurable_value_says_whether_it_overflowed_or_was_never_there():
     nan = float("nan")
     duplicates = Prediction(Quantity.DUPLICATE_UNIT_FRACTION, Claim.ABOVE, 0.0, to_layer="a")
     overflowed = judge(duplicates, _measurement(a={"duplicate_fraction": [nan, nan, nan]}))
     assert overflowed["verdict"] == "inconclusive" and "not finite (NaN or inf)" in overflowed["reason"]
     forward = Prediction(Quantity.FORWARD_VARIANCE_RATIO, Claim.BELOW, 1e-3, from_layer="a", to_layer="b")
-    silent = judge(forward, _measurement(a={"input_variance": [0.0] * 3}, b={"input_variance": [1.0] * 3}))
+    silent = judge(forward, _measurement(a={"output_variance": [0.0] * 3}, b={"output_variance": [1.0] * 3}))
     assert "exactly zero signal" in silent["reason"] and "not finite" not in silent["reason"]
     logits = Prediction(Quantity.LOGIT_STD, Claim.ABOVE, 3.0)
     no_output = _measurement()

@@ -81,6 +81,23 @@ def test_backward_claims_stay_inconclusive_with_the_reason(tmp_path):
     assert forward["verdict"] == "confirmed", forward
 
 
+def test_a_layers_own_gain_is_measured_forward_only(tmp_path):
+    """Each Gemm's input (the graph input for the first, a Relu's output after) is read too:
+    Glorot-uniform 64 -> 64 weights give fan_in·E[W²] = 1."""
+    from initlint.loaders import load
+    from initlint.prediction import Prediction
+    from initlint.probe import run_probe
+    from initlint.verdict import judge
+
+    path = tmp_path / "stack.onnx"
+    glorot_relu_stack_with_an_op_onnx2torch_lacks(path)
+    measurement = run_probe(load(str(path)))
+    assert measurement.ok and measurement.forward_only
+    for layer in ("fc0", "fc10", "fc19"):
+        verdict = judge(Prediction("layer_gain", "above", 0.5, to_layer=layer), measurement)
+        assert verdict["verdict"] == "confirmed" and verdict["measured"] == pytest.approx(1.0, rel=0.2), (layer, verdict)
+
+
 def test_a_shared_offset_is_measured_forward_only(tmp_path):
     path = tmp_path / "stack.onnx"
     glorot_relu_stack_with_an_op_onnx2torch_lacks(path, uniform_zero_one=3)
@@ -138,4 +155,4 @@ def test_probe_runs_on_rapidocr(relative):
     probe = result.probe
     assert probe["status"] == "ok", probe.get("reason")
     assert len(probe["layers"]) >= 10
-    assert all(row["input_variance"] is not None for row in probe["layers"])
+    assert all(row["output_variance"] is not None for row in probe["layers"])

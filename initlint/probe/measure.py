@@ -2,7 +2,8 @@
 on every weighted layer (docs/science.md §8).
 
 Per weighted layer and pass: the output's mean, std and second moment, with and without the
-bias (forward signal), the norm and RMS of the loss gradient with respect to the layer's input
+bias (forward signal), the input-dependent variance of its output and of its input (the layer's
+own gain), the norm and RMS of the loss gradient with respect to the layer's input
 (backward signal, the activation gradient),
 the weight-gradient norm and its ratio to the weight norm, and the share of units of the
 ReLU-family activation after the layer that are inactive for every sample, and the share of
@@ -178,8 +179,8 @@ def _output_stats(torch, value, module, unit_axis: int, dead_from_output: bool) 
     # Input-dependent variance: each unit's variance across the batch (and positions), averaged
     # over units. A bias or a constant carried from earlier layers carries no information.
     per_unit_second = value.square().mean(dim=dims)
-    input_variance = float((per_unit_second - mean_u.square()).clamp_min(0).mean())
-    stats = {"units": int(value.shape[axis]), "mean": mean, "std": math.sqrt(max(second - mean * mean, 0.0)), "second_moment": second, "weight_second_moment": second, "input_variance": input_variance}
+    output_variance = float((per_unit_second - mean_u.square()).clamp_min(0).mean())
+    stats = {"units": int(value.shape[axis]), "mean": mean, "std": math.sqrt(max(second - mean * mean, 0.0)), "second_moment": second, "weight_second_moment": second, "output_variance": output_variance}
     bias = getattr(module, "bias", None)
     if isinstance(bias, torch.Tensor) and bias.ndim == 1 and bias.shape[0] == value.shape[axis]:
         b = bias.detach().float()
@@ -200,6 +201,17 @@ def _output_stats(torch, value, module, unit_axis: int, dead_from_output: bool) 
     if dead_from_output:
         stats.update(_inactive_fraction(torch, value, unit_axis))
     return stats
+
+
+def _channel_variance(value, unit_axis: int) -> float | None:
+    """A layer input's input-dependent variance: each channel's variance across the batch (and
+    positions), averaged over channels, in one pass like ``_output_stats`` (Quantity.LAYER_GAIN)."""
+    if value.ndim < 2:
+        return None  # no batch to vary across
+    axis = unit_axis % value.ndim
+    dims = tuple(d for d in range(value.ndim) if d != axis)
+    mean_c = value.mean(dim=dims)
+    return float((value.square().mean(dim=dims) - mean_c.square()).clamp_min(0).mean())
 
 
 def _activation_input(torch, inputs):
@@ -288,8 +300,11 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int, che
             row = rows[w.layer.name]
             if out is None or "second_moment" in row or not out.is_floating_point():
                 return  # a module called twice (shared weights): its first call is measured
+            inp = _activation_input(torch, _inp)
             with torch.no_grad():
                 row.update(_output_stats(torch, out.detach().float(), _mod, w.unit_axis, w.dead_from_output))
+                if inp is not None:
+                    row["layer_input_variance"] = _channel_variance(inp.detach().float(), w.unit_axis)
                 if w.saturation_at is not None:
                     row["saturated_fraction"] = float((out.detach().abs() > w.saturation_at).float().mean())
                 wanted = (checks or {}).get(w.layer.name, ())
@@ -306,7 +321,6 @@ def _one_pass(torch, runnable: Runnable, watched: list[_Watched], seed: int, che
                     row["grad_out_norm"] = float(grad.detach().float().norm())
 
                 out.register_hook(out_hook)
-            inp = _activation_input(torch, _inp)
             if inp is not None and inp.requires_grad:
                 numel = inp.numel()
 
@@ -359,10 +373,10 @@ def _ratio(num, den) -> float | None:
     return num / den
 
 
-_MEASURED = ("units", "mean", "std", "second_moment", "weight_second_moment", "input_variance", "grad_norm", "grad_rms", "grad_out_norm",
+_MEASURED = ("units", "mean", "std", "second_moment", "weight_second_moment", "output_variance", "layer_input_variance", "grad_norm", "grad_rms", "grad_out_norm",
              "weight_grad_norm", "grad_to_weight", "dead_fraction", "rarely_active_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction", "common_component")
 # What verdicts are judged on, kept per seed.
-_PER_SEED = ("input_variance", "grad_norm", "grad_out_norm", "dead_fraction", "rarely_active_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction",
+_PER_SEED = ("output_variance", "layer_input_variance", "grad_norm", "grad_out_norm", "dead_fraction", "rarely_active_fraction", "saturated_fraction", "duplicate_fraction", "non_finite_fraction",
              "common_component")
 
 

@@ -3,8 +3,8 @@
 
 On an in-memory copy of the model (the user's file is never written): Ifs whose branch the
 inputs decide are inlined, BatchNormalization runs on batch statistics as in training
-(docs/science.md §10), and every watched layer's output (and the activation after it) becomes
-a graph output. Seeded synthetic inputs go through onnxruntime on the CPU and the per-layer
+(docs/science.md §10), and every watched layer's output, the value it reads and the activation
+after it become graph outputs. Seeded synthetic inputs go through onnxruntime on the CPU and the per-layer
 forward statistics are computed as the torch probe computes them (initlint.probe.measure).
 No gradient exists here: the backward quantities stay unmeasured and the verdicts on them say
 why (``ProbeMeasurement.forward_only``). onnxruntime is imported only when this runs.
@@ -21,7 +21,7 @@ import numpy as np
 
 from ..graph import ModelGraph
 from ..measurement import ProbeMeasurement
-from .measure import MAX_SEEDS, _assemble, _duplicate_fraction, _inactive_fraction, _output_stats, _wants_more, _watch_list, first_tensor, standard_loss
+from .measure import MAX_SEEDS, _assemble, _channel_variance, _duplicate_fraction, _inactive_fraction, _output_stats, _wants_more, _watch_list, first_tensor, standard_loss
 from .model import DEFAULT_SEQUENCE, MIN_BATCH, SAMPLE_ELEMENTS_BUDGET, SPATIAL_ELEMENTS_BUDGET, ProbeUnavailable, _check_declared_input, _restore_folded_norms, batch_for
 from .onnx_control_flow import inline_static_ifs, prune_unused, selector_values
 
@@ -73,13 +73,19 @@ def forward_only(graph: ModelGraph, why: str, input_shapes, input_dtype, seed: i
         notes.append(f"{normalized} BatchNormalization node(s) ran on batch statistics, as in training")
 
     runnable = SimpleNamespace(layer_modules={}, input_shapes={name: list(shape) for name, shape, _, _ in specs})
+    layer_inputs = {}  # a watched layer's output value -> the computed value it reads
+    constant = {init.name for init in proto.graph.initializer}
     for node in proto.graph.node:
         name = layer_of_output.get(node.output[0]) if node.output else None
-        if name in graph.layers:
-            runnable.layer_modules.setdefault(name, node.output[0])
+        if name in graph.layers and name not in runnable.layer_modules:
+            runnable.layer_modules[name] = node.output[0]
+            layer_inputs[node.output[0]] = next((v for v in node.input if v and v not in constant), None)
+        if all(v in constant for v in node.input if v):  # a weight computed from weights (Identity, Transpose)
+            constant.update(node.output)
     watched = _watch_list(graph, runnable)
     model_outputs = [o.name for o in proto.graph.output]
-    exposed = _expose(proto, {v for w in watched for v in (w.module_name, w.dead_module) if v})
+    graph_inputs = {name for name, _, _, _ in specs}
+    exposed = _expose(proto, {v for w in watched for v in (w.module_name, w.dead_module, layer_inputs.get(w.module_name)) if v and v not in graph_inputs})
     watched = [w for w in watched if w.module_name in exposed]
     if not watched:
         raise ProbeUnavailable(f"{why}; onnxruntime could not expose any weighted layer's output")
@@ -94,7 +100,8 @@ def forward_only(graph: ModelGraph, why: str, input_shapes, input_dtype, seed: i
                 break
         budget.check(f"forward pass {i + 1} through onnxruntime")
         names = model_outputs + [v for v in exposed if v not in model_outputs]
-        values = dict(zip(names, session.run(names, _feeds(specs, seed + i))))
+        feeds = _feeds(specs, seed + i)
+        values = {**feeds, **dict(zip(names, session.run(names, feeds)))}
         rows = {}
         for w in watched:
             out = torch.from_numpy(np.asarray(values[w.module_name])).float()
@@ -104,6 +111,9 @@ def forward_only(graph: ModelGraph, why: str, input_shapes, input_dtype, seed: i
             if w.saturation_at is not None:
                 row["saturated_fraction"] = float((out.abs() > w.saturation_at).float().mean())
             row["non_finite_fraction"] = float((~torch.isfinite(out)).float().mean())
+            layer_input = values.get(layer_inputs.get(w.module_name))
+            if isinstance(layer_input, np.ndarray) and np.issubdtype(layer_input.dtype, np.floating):
+                row["layer_input_variance"] = _channel_variance(torch.from_numpy(layer_input).float(), w.unit_axis)
             if w.dead_module in values:
                 row.update(_inactive_fraction(torch, torch.from_numpy(np.asarray(values[w.dead_module])).float(), w.unit_axis))
             if any(p.quantity.value == "duplicate_unit_fraction" and p.to_layer == w.layer.name for p in predictions):
