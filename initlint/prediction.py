@@ -88,6 +88,13 @@ class Quantity(enum.Enum):
         return self.spans_two_layers or self in (Quantity.LAYER_GAIN, Quantity.SATURATED_FRACTION, Quantity.DEAD_FRACTION, Quantity.RARELY_ACTIVE_FRACTION, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION, Quantity.COMMON_COMPONENT)
 
     @property
+    def depends_on_the_data(self) -> bool:
+        """What the probe measures depends on what the model is fed: on a trained model, whose
+        weights fit its own data, a measurement on the probe's synthetic inputs says little. Frozen
+        parameters, copies of a unit and non-finite outputs do not depend on the inputs."""
+        return self not in (Quantity.FROZEN_PARAMETERS, Quantity.DUPLICATE_UNIT_FRACTION, Quantity.NON_FINITE_FRACTION)
+
+    @property
     def text(self) -> str:
         return self.value.replace("_", " ")
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from .config import location_matches, path_matches
 from .context import RuleContext
-from .trained import PENDING
+from .trained import ON_TRAINED_MODEL, PENDING, hold_probe_findings, restores_severity
 from .engine import Finding, Rule, Severity, registry, run_rules
 from .errors import InitlintError
 from .graph import ModelGraph
@@ -128,7 +128,9 @@ def lint_graph(graph: ModelGraph, options: LintOptions, result: TargetResult, so
         for rule in probe_rules:
             result.rules.setdefault(rule.code, f"skipped: {why_not or 'the probe did not run'}")
         return
-    probe_run = run_rules(RuleContext(graph, measurement), probe_rules, options.rule_settings, stage="probe")
+    probe_ctx = RuleContext(graph, measurement)
+    probe_run = run_rules(probe_ctx, probe_rules, options.rule_settings, stage="probe")
+    hold_probe_findings(probe_ctx, probe_run.findings, Severity.INFO)
     for finding in probe_run.findings:  # a probe-stage finding is itself a measurement
         finding.probe = {"verdict": "confirmed", "reason": "measured by the probe"}
     _in_the_model_vocabulary(graph, probe_run.findings)
@@ -260,9 +262,13 @@ def confirm_findings(findings: list[Finding], probe: ProbeMeasurement | None, wh
             continue
         finding.probe = judge(finding.prediction, probe)
         pending = finding.evidence.pop(PENDING, None)  # a finding on trained weights (initlint.trained)
+        on_trained_model = finding.evidence.pop(ON_TRAINED_MODEL, False)
         if pending is not None and finding.probe["verdict"] == "confirmed":
-            finding.severity = Severity.parse(pending)
-            finding.message += " (confirmed by the probe)"
+            if restores_severity(finding, on_trained_model):
+                finding.severity = Severity.parse(pending)
+                finding.message += " (confirmed by the probe)"
+            else:
+                finding.message += " (the probe measured it on synthetic inputs, which say little about a trained model: kept as info)"
         if finding.probe["verdict"] != "refuted":
             continue
         if not finding.prediction.claims_fault:

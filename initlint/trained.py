@@ -7,6 +7,12 @@ rule (IL105, IL2xx, IL3xx) about a layer whose weights match no init scheme does
 gate on the prediction alone: it is reported as info, and it regains its severity only when
 the probe confirms what it predicts. Corruption (NaN/inf, uninitialized magnitudes, an
 all-zero or constant layer the structure cannot rescue) is judged as always.
+
+A model trained as a whole is fitted to its own data, and the probe feeds it synthetic inputs:
+a trained speech model's output sigmoid saturates on white noise, a trained detector's ReLU
+channels stay silent on it. So there a confirmation restores the severity only for what does
+not depend on the inputs (frozen parameters, copied units, non-finite outputs), and the probe's
+own data-dependent findings (IL401-IL403) are reported as info.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ from . import graph as g
 
 INIT_TIME_PREFIXES = ("IL105", "IL2", "IL3")
 PENDING = "severity_if_confirmed"  # evidence key: the severity the probe's confirmation restores
+# Evidence key: the finding is on a model trained as a whole (see the module docstring).
+ON_TRAINED_MODEL = "on_trained_model"
+# Probe findings measured on synthetic inputs, which a trained model's own data is not.
+DATA_DEPENDENT_PROBE_CODES = ("IL401", "IL402", "IL403")
 
 
 def is_init_time(code: str) -> bool:
@@ -90,9 +100,30 @@ def hold_unconfirmed(ctx, findings, info) -> None:
         if not trained:
             continue
         finding.evidence[PENDING] = str(finding.severity)
+        if trained_model(ctx):
+            finding.evidence[ON_TRAINED_MODEL] = True
         finding.evidence["trained_layers"] = trained
         finding.severity = info
         finding.message += (
             f" ({trained[0]} {'is part of a trained model' if trained_model(ctx) else 'matches no init scheme'}: trained weights, for which this init-time prediction does not hold; "
             "reported as info unless the probe confirms it)"
         )
+
+
+def restores_severity(finding, on_trained_model: bool) -> bool:
+    """Whether the probe's confirmation of a held finding restores its severity: on a model
+    trained as a whole, only for a quantity that does not depend on the inputs."""
+    return not (on_trained_model and finding.prediction is not None and finding.prediction.quantity.depends_on_the_data)
+
+
+def hold_probe_findings(ctx, findings, info) -> None:
+    """On a model trained as a whole, the probe's data-dependent findings are info."""
+    if not trained_model(ctx):
+        return
+    for finding in findings:
+        if finding.code in DATA_DEPENDENT_PROBE_CODES and finding.severity > info:
+            finding.severity = info
+            finding.message += (
+                " (measured on the probe's synthetic inputs; the model was trained, and its weights fit its own data, "
+                "on which this may not hold: reported as info)"
+            )
