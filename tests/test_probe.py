@@ -532,46 +532,46 @@ def test_a_parameter_no_init_could_free_is_a_note_not_a_finding(tmp_path):
 def test_duplicate_units_are_counted_where_outputs_overflow():
     """Uninitialized memory overflows to inf: units whose inf and NaN fall on the same samples
     and whose finite outputs agree (less their mean) are duplicates; a different pattern is not."""
-    from initlint.probe.measure import _duplicate_fraction
+    from initlint.probe.statistics import duplicate_fraction
 
     torch.manual_seed(0)
     outputs = torch.randn(8, 6)
     outputs[:, 1] = outputs[:, 0] + 2.0  # unit 1 repeats unit 0, shifted
     outputs[3, :2] = float("inf")
     outputs[5, :2] = float("nan")
-    assert _duplicate_fraction(torch, outputs, 1) == pytest.approx(1 / 6)
+    assert duplicate_fraction(torch, outputs, 1) == pytest.approx(1 / 6)
     outputs[5, 1] = float("-inf")  # no longer the same pattern
-    assert _duplicate_fraction(torch, outputs, 1) == 0.0
-    assert _duplicate_fraction(torch, torch.full((4, 6), float("inf")), 1) == pytest.approx(5 / 6)
+    assert duplicate_fraction(torch, outputs, 1) == 0.0
+    assert duplicate_fraction(torch, torch.full((4, 6), float("inf")), 1) == pytest.approx(5 / 6)
 
 
 def test_duplicate_units_are_found_through_last_bit_differences():
     """Copied filters computed in a different order (a blocked convolution) differ in the last
     bits: they are still duplicates. Units that differ in the fourth digit are not."""
-    from initlint.probe.measure import _duplicate_fraction
+    from initlint.probe.statistics import duplicate_fraction
 
     torch.manual_seed(0)
     outputs = torch.randn(4096, 8, dtype=torch.float64)
     outputs[:, 1] = outputs[:, 0] * (1 + 1e-9)
     outputs[:, 2] = outputs[:, 0] + 1e-9 * torch.randn(4096, dtype=torch.float64)
-    assert _duplicate_fraction(torch, outputs, 1) == pytest.approx(2 / 8)
+    assert duplicate_fraction(torch, outputs, 1) == pytest.approx(2 / 8)
     outputs[:, 2] = outputs[:, 0] + 1e-3 * torch.randn(4096, dtype=torch.float64)
-    assert _duplicate_fraction(torch, outputs, 1) == pytest.approx(1 / 8)
+    assert duplicate_fraction(torch, outputs, 1) == pytest.approx(1 / 8)
     copies = nn.Conv2d(3, 16, 3)
     with torch.no_grad():
         copies.weight[8:] = copies.weight[:8]
         copies.bias[8:] = copies.bias[:8]
-    assert _duplicate_fraction(torch, copies(torch.randn(21, 3, 32, 32)).detach(), 1) == pytest.approx(0.5)
+    assert duplicate_fraction(torch, copies(torch.randn(21, 3, 32, 32)).detach(), 1) == pytest.approx(0.5)
 
 
 def test_a_unit_that_fires_once_in_a_wide_batch_is_rarely_active_not_dead():
     """IL304's bias under -3σ fires with probability below 0.13%: on 256 samples it may fire
     once, which "inactive on every sample" would count as alive."""
-    from initlint.probe.measure import _inactive_fraction
+    from initlint.probe.statistics import inactive_fraction
 
     outputs = -torch.ones(256, 4)
     outputs[7, 0] = 0.5  # one firing in 256: rarely active
     outputs[:, 1] = 1.0  # always active
     outputs[::10, 2] = 0.5  # active on 10%: alive
-    shares = _inactive_fraction(torch, outputs, -1)
+    shares = inactive_fraction(torch, outputs, -1)
     assert shares == {"dead_fraction": 0.25, "rarely_active_fraction": 0.5}

@@ -5,7 +5,7 @@ On an in-memory copy of the model (the user's file is never written): Ifs whose 
 inputs decide are inlined, BatchNormalization runs on batch statistics as in training
 (docs/science.md §10), and every watched layer's output, the value it reads and the activation
 after it become graph outputs. Seeded synthetic inputs go through onnxruntime on the CPU and the per-layer
-forward statistics are computed as the torch probe computes them (initlint.probe.measure).
+forward statistics are computed as the torch probe computes them (initlint.probe.statistics).
 No gradient exists here: the backward quantities stay unmeasured and the verdicts on them say
 why (``ProbeMeasurement.forward_only``). onnxruntime is imported only when this runs.
 """
@@ -21,9 +21,10 @@ import numpy as np
 
 from ..graph import ModelGraph
 from ..measurement import ProbeMeasurement
-from .measure import MAX_SEEDS, _assemble, _channel_variance, _duplicate_fraction, _inactive_fraction, _output_stats, _wants_more, _watch_list, first_tensor, standard_loss
+from .measure import MAX_SEEDS, _assemble, _wants_more, _watch_list, first_tensor, standard_loss
 from .model import DEFAULT_SEQUENCE, MIN_BATCH, SAMPLE_ELEMENTS_BUDGET, SPATIAL_ELEMENTS_BUDGET, ProbeUnavailable, _check_declared_input, _restore_folded_norms, batch_for
 from .onnx_control_flow import inline_static_ifs, prune_unused, selector_values
+from .statistics import channel_variance, duplicate_fraction, inactive_fraction, output_stats
 
 # The probe shares the machine with the user's work: few threads.
 THREADS = 2
@@ -107,17 +108,17 @@ def forward_only(graph: ModelGraph, why: str, input_shapes, input_dtype, seed: i
             out = torch.from_numpy(np.asarray(values[w.module_name])).float()
             bias = biases.get(w.module_name)
             owner = SimpleNamespace(bias=torch.tensor(bias, dtype=torch.float32) if bias is not None else None)
-            row = _output_stats(torch, out, owner, w.unit_axis, w.dead_from_output)
+            row = output_stats(torch, out, owner, w.unit_axis, w.dead_from_output)
             if w.saturation_at is not None:
                 row["saturated_fraction"] = float((out.abs() > w.saturation_at).float().mean())
             row["non_finite_fraction"] = float((~torch.isfinite(out)).float().mean())
             layer_input = values.get(layer_inputs.get(w.module_name))
             if isinstance(layer_input, np.ndarray) and np.issubdtype(layer_input.dtype, np.floating):
-                row["layer_input_variance"] = _channel_variance(torch.from_numpy(layer_input).float(), w.unit_axis)
+                row["layer_input_variance"] = channel_variance(torch.from_numpy(layer_input).float(), w.unit_axis)
             if w.dead_module in values:
-                row.update(_inactive_fraction(torch, torch.from_numpy(np.asarray(values[w.dead_module])).float(), w.unit_axis))
+                row.update(inactive_fraction(torch, torch.from_numpy(np.asarray(values[w.dead_module])).float(), w.unit_axis))
             if any(p.quantity.value == "duplicate_unit_fraction" and p.to_layer == w.layer.name for p in predictions):
-                row["duplicate_fraction"] = _duplicate_fraction(torch, out, w.unit_axis)
+                row["duplicate_fraction"] = duplicate_fraction(torch, out, w.unit_axis)
             rows[w.layer.name] = row
         output = tuple(torch.from_numpy(np.asarray(values[name])) for name in model_outputs if isinstance(values[name], np.ndarray))
         loss, loss_name = standard_loss(output, seed + i)
