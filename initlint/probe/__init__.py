@@ -39,8 +39,9 @@ def run_probe(
         import torch
     except ImportError:
         return ProbeMeasurement("unavailable", "the probe needs PyTorch, which is not installed (pip install 'initlint[torch]')")
+    from .inputs import ProbeUnavailable
     from .measure import Budget, Progress, ProbeTimeout, measure
-    from .model import ProbeUnavailable, prepare
+    from .model import prepare
 
     notes = []
     device = options.device
@@ -80,8 +81,8 @@ def _forward_only(graph, why, input_shapes, input_dtype, options, budget, predic
     backward claims stay unmeasured, with ``why`` as their reason."""
     import torch
 
+    from .inputs import ProbeUnavailable
     from .measure import ProbeTimeout
-    from .model import ProbeUnavailable
     from .onnxruntime_forward import forward_only
 
     try:

@@ -16,7 +16,7 @@ from ..graph import ModelGraph
 # budget (--probe-timeout) bounds it, and a finished pass is kept when it runs out.
 AUTO_MAX_PARAMETERS = 150_000_000
 # Elements of one input sample (3x224x224 = 150,528: an ImageNet-size image). The batch shrinks
-# as samples grow (initlint.probe.model.batch_for), but activations grow with them.
+# as samples grow (initlint.probe.inputs.batch_for), but activations grow with them.
 AUTO_MAX_SAMPLE_ELEMENTS = 3 * 224 * 224
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import copy
 
 from ..graph import ModelGraph
-from .model import ProbeUnavailable, Runnable, _torch_inputs
+from .inputs import ProbeUnavailable, torch_inputs
+from .model import Runnable
 
 
 def from_keras(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
@@ -42,7 +43,7 @@ def from_keras(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
             param_names[name] = relative
         elif path in tensors:
             param_names[name] = path
-    make_inputs, shapes = _torch_inputs(torch, graph, root, None, input_shapes, input_dtype)
+    make_inputs, shapes = torch_inputs(torch, graph, root, None, input_shapes, input_dtype)
     return Runnable(root, make_inputs, layer_modules, param_names, shapes)
 
 

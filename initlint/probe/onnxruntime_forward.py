@@ -22,7 +22,8 @@ import numpy as np
 from ..graph import ModelGraph
 from ..measurement import ProbeMeasurement
 from .measure import MAX_SEEDS, _assemble, _wants_more, _watch_list, first_tensor, standard_loss
-from .model import DEFAULT_SEQUENCE, MIN_BATCH, SAMPLE_ELEMENTS_BUDGET, SPATIAL_ELEMENTS_BUDGET, ProbeUnavailable, _check_declared_input, _restore_folded_norms, batch_for
+from .inputs import DEFAULT_SEQUENCE, SAMPLE_ELEMENTS_BUDGET, SPATIAL_ELEMENTS_BUDGET, ProbeUnavailable, batch_for, check_declared_input
+from .model import _restore_folded_norms
 from .onnx_control_flow import inline_static_ifs, prune_unused, selector_values
 from .statistics import channel_variance, duplicate_fraction, inactive_fraction, output_stats
 
@@ -212,7 +213,7 @@ def _input_specs(proto, graph: ModelGraph, input_shapes: dict, input_dtype) -> l
     for size in CANDIDATE_SIZES if open_dims else (None,):
         trial = _shapes(declared, size, TRIAL_BATCH, selectors)
         for name, shape, _, _ in trial:  # a size the file declares is not allocated past what the probe affords
-            _check_declared_input(name, shape)
+            check_declared_input(name, shape)
         try:
             evaluate(proto, [proto.graph.output[0].name], _feeds(trial, 0))
         except Exception as exc:
