@@ -7,9 +7,10 @@
 Every model is linted as a user would, with the default options (``--probe auto``: the probe runs
 where the model fits the auto budget). For each static finding at warning or above (its severity
 before the probe) it records the verdict: confirmed, refuted or inconclusive (with the reason).
-The zoo's planted faults (benchmarks/zoo_audit.py) are checked for a refutation: a planted fault
-the probe refutes is a wrong verdict. Prints one line per model and the totals; exits 1 when the
-settled share is below --target or a planted fault was refuted.
+The zoo's planted faults (benchmarks/zoo_audit.py) and the rule examples' must-flag locations are
+checked for a refutation: a planted fault the probe refutes is a wrong verdict. Prints one line
+per model and the totals; exits 1 when the settled share is below --target or a planted fault
+was refuted.
 """
 
 from __future__ import annotations
@@ -53,7 +54,9 @@ def cases(names: list[str], examples: bool, zoo: bool):
     """(label, build, example input, planted {location: code})."""
     if examples:
         for rule, kind, example in all_examples():
-            yield f"{rule.code}:{kind}:{example.name}", example.build, lambda e=example: example_input(e), {}
+            # A must-flag example is a planted fault too: its flagged locations, under its rule's code.
+            planted = {location: rule.code for location in example.flagged} if kind == "must_flag" else {}
+            yield f"{rule.code}:{kind}:{example.name}", example.build, lambda e=example: example_input(e), planted
     if not zoo:
         return
     import zoo_audit
