@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import resource
 import subprocess
 import sys
 import time
@@ -117,7 +118,7 @@ def main() -> None:
         print(f"{build.__name__:<10} {str(shape):<20} {plain:>10.3f} {probe_s:>9.3f} {probe_s / plain:>5.2f}x  {probe.gradient_ratio:.3g} ({len(probe.seeds)} seed(s))")
     print()
     print("--probe auto, no example input (wall seconds of run_probe; the budget is initlint/probe/budget.py):")
-    print(f"{'model':<16} {'parameters':>12} {'auto':>5} {'input':<20} {'seeds':>5} {'probe s':>8}")
+    print(f"{'model':<16} {'parameters':>12} {'auto':>5} {'input':<20} {'seeds':>5} {'probe s':>8} {'peak RSS':>9}  (peak of this process so far)")
     for build in auto_models(args.quick):
         model = build()
         graph = graph_from_module(model, build.__name__)
@@ -129,7 +130,8 @@ def main() -> None:
         start = time.perf_counter()
         probe = run_probe(graph, {}, None, ProbeOptions())
         shape = "x".join(str(d) for d in next(iter(probe.input_shapes.values()), []))
-        print(f"{build.__name__:<16} {parameters:>12,} {'run':>5} {shape:<20} {len(probe.seeds):>5} {time.perf_counter() - start:>8.1f}  {probe.status}")
+        peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+        print(f"{build.__name__:<16} {parameters:>12,} {'run':>5} {shape:<20} {len(probe.seeds):>5} {time.perf_counter() - start:>8.1f} {peak_gb:>7.1f} GB  {probe.status}")
     spec = f"{Path(__file__).resolve()}:resnet50_spec"
     elapsed, result = end_to_end(spec)
     probe = result["probe"] or {}
@@ -162,7 +164,7 @@ def auto_models(quick: bool):
     models = [glorot_relu_mlp_20, torchvision.models.resnet18, torchvision.models.mobilenet_v3_small]
     if not quick:
         models += [torchvision.models.resnet50, small_unet, torchvision.models.wide_resnet50_2, torchvision.models.vit_b_16,
-                   torchvision.models.vgg11, torchvision.models.vit_l_16]
+                   torchvision.models.vgg11, torchvision.models.vgg16, torchvision.models.vit_l_16]
     return models
 
 

@@ -62,11 +62,12 @@ def available_memory() -> int | None:
     return None
 
 
-def memory_cap(model_bytes: int, floor: int = 2 * GIB, factor: int = 8) -> int:
+def memory_cap(model_bytes: int, floor: int = 2 * GIB, factor: int = 8, activation_bytes: int = 0) -> int:
     """A memory budget for running a model of ``model_bytes``: room for its weights, their
-    gradients, optimizer state and activations (``factor`` times the weights, at least
-    ``floor``), but never more than three quarters of what the machine has free now."""
-    wanted = max(floor, factor * max(int(model_bytes), 0) + floor // 2)
+    gradients and optimizer state (``factor`` times the weights) and for the activations a pass
+    keeps for its backward (``activation_bytes``), at least ``floor``, but never more than three
+    quarters of what the machine has free now."""
+    wanted = max(floor, factor * max(int(model_bytes), 0) + max(int(activation_bytes), 0) + floor // 2)
     free = available_memory()
     return min(wanted, int(free * 0.75)) if free else wanted
 

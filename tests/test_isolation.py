@@ -61,3 +61,20 @@ def test_memory_cap_grows_with_the_model_and_stays_under_free_memory():
     assert large >= small
     if available_memory():
         assert large <= available_memory() * 0.75 + 1
+
+
+def test_memory_cap_makes_room_for_the_activations_of_a_pass():
+    """A transformer's activations outgrow its weights (ViT-B/16 at 8x3x224x224 needs 3.6 GiB
+    with 0.35 GB of weights): the cap adds what the layers may keep for the backward pass."""
+    from initlint.isolation import available_memory
+    from initlint.probe.isolated import activation_allowance
+    from initlint.testing import graph_of
+
+    plain, roomy = memory_cap(1 << 20), memory_cap(1 << 20, activation_bytes=3 * GIB)
+    free = available_memory()
+    if free and free * 0.75 < 4 * GIB + (1 << 23):
+        pytest.skip("too little free memory here to see the difference")
+    assert roomy == 4 * GIB + 8 * (1 << 20) and plain == 2 * GIB
+    torch = pytest.importorskip("torch")
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    assert activation_allowance(graph_of(mlp, "torch")) == 2 * activation_allowance(graph_of(torch.nn.Linear(8, 2), "torch"))

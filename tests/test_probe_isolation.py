@@ -96,7 +96,7 @@ def test_a_sleeping_forward_ends_at_the_time_limit(isolated_probe):
 
 
 def test_memory_growth_is_stopped_at_the_cap(isolated_probe, monkeypatch):
-    monkeypatch.setattr(isolated, "memory_cap", lambda model_bytes: 768 << 20)
+    monkeypatch.setattr(isolated, "memory_cap", lambda model_bytes, activation_bytes=0: 768 << 20)
     result = _lint(f"{isolated_probe}:hoarder", timeout_s=120)
     assert result.error is None
     assert result.probe["status"] == "unavailable"

@@ -9,10 +9,10 @@ import math
 from ..graph import ModelGraph
 
 # The probe holds a copy of the weights plus their gradients (about 3x the model in memory) and
-# runs one forward + backward per seed. Memory is what grows with the parameter count: measured
-# (benchmarks/probe_benchmark.py) at 3.0 GB peak for VGG-16 (138 M parameters, 8x3x224x224),
-# under the child's cap of 8x the weights. Time follows the compute per sample rather than
-# the parameters (VGG-11, 133 M, probes in 8 s; ViT-B/16, 87 M, in 25-50 s): the probe's time
+# runs one forward + backward per seed. Memory is what grows with the parameter count: the
+# benchmark's process (benchmarks/probe_benchmark.py) peaked at 5.0 GB having probed VGG-16 (138 M
+# parameters, 8x3x224x224) and the models before it. Time follows the compute per sample rather than
+# the parameters (VGG-11, 133 M, probes in 3 s; ViT-B/16, 87 M, in 26 s, one thread): the probe's time
 # budget (--probe-timeout) bounds it, and a finished pass is kept when it runs out.
 AUTO_MAX_PARAMETERS = 150_000_000
 # Elements of one input sample (3x224x224 = 150,528: an ImageNet-size image). The batch shrinks

@@ -32,6 +32,17 @@ GRACE_S = 2.0
 PRELOAD = ("torch", "initlint.probe", "initlint.probe.measure", "initlint.probe.model", "initlint.loaders")
 
 
+# What one weighted layer's activations may hold during a pass: its output at the probe's widest
+# batch (8 images of 3x224x224, 1.2 M elements) in float32, with the copies autograd keeps around
+# it (normalization, activation, attention scores: 8x). Measured: ViT-B/16 (74 weighted layers,
+# 87 M parameters) peaks near 3.6 GiB at 8x3x224x224, past a cap set by its weights alone.
+ACTIVATION_BYTES_PER_LAYER = 8 * 4 * 8 * 3 * 224 * 224
+
+
+def activation_allowance(graph: ModelGraph) -> int:
+    return ACTIVATION_BYTES_PER_LAYER * sum(1 for _ in graph.weighted_layers())
+
+
 def in_process() -> bool:
     return os.environ.get("INITLINT_PROBE_INPROCESS", "") not in ("", "0")
 
@@ -54,7 +65,7 @@ def run_probe_isolated(
         except Exception as exc:
             return ProbeMeasurement("unavailable", f"the model's weights could not be sent to the probe's process ({type(exc).__name__}: {exc})")
     model_bytes = sum(t.size * _itemsize(t.dtype) for t in graph.tensors.values())
-    cap = memory_cap(model_bytes)
+    cap = memory_cap(model_bytes, activation_bytes=activation_allowance(graph))
     outcome = run_isolated(
         probe_in_child,
         target, load_options, state, input_shapes, input_dtype, options, tuple(predictions), time.time() + options.timeout_s,
