@@ -242,6 +242,19 @@ def test_onnx_model_runs_with_batch_statistics(tmp_path):
     assert set(probe["measured_parameters"]) >= {"0.weight", "4.weight", "1.weight"}
 
 
+def test_an_export_fixed_at_a_few_samples_is_probed_at_a_wider_batch(tmp_path):
+    """An export traced with 8 samples keeps batch 8; over 8 samples a unit that fires 1 time in
+    30 looks dead, and a rank-1 network's gradients look exactly zero."""
+    torch.manual_seed(0)
+    path = tmp_path / "fixed8.onnx"
+    export_onnx(nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)), torch.randn(8, 16), path)
+    result = CliRunner().invoke(main, [str(path), "--probe", "always", "--format", "json"])
+    data = json.loads(result.output)["results"][0]
+    assert data["probe"]["status"] == "ok", data["probe"]
+    assert list(data["probe"]["input_shapes"].values()) == [[256, 16]]
+    assert any("fixes the batch at 8; the graph accepts 256" in note for note in data["notes"])
+
+
 def test_missing_onnx_converter_is_inconclusive_and_named(tmp_path):
     import onnx
 

@@ -197,7 +197,8 @@ def _shape_from_first_layer(graph, module) -> tuple[tuple[int, ...], str]:
 
 
 def onnx_inputs(torch, graph, input_shapes, input_dtype, widen_batch: bool = False):
-    """Random inputs by the graph's input specs; ``widen_batch`` replaces a batch fixed at 1."""
+    """Random inputs by the graph's input specs; ``widen_batch`` replaces a batch fixed smaller
+    than the probe's own (an export traced with one or a few samples)."""
     vocab = _vocabulary(graph)
     specs = []
     for position, (name, (dims, dtype)) in enumerate(graph.inputs.items()):
@@ -208,8 +209,9 @@ def onnx_inputs(torch, graph, input_shapes, input_dtype, widen_batch: bool = Fal
             known = [d for d in dims[1:] if d]
             per_sample = int(math.prod(known)) if known else 1
             shape = tuple(d if d else (batch_for(per_sample) if i == 0 else DEFAULT_SEQUENCE) for i, d in enumerate(dims))
-            if widen_batch and dims and dims[0] == 1:
-                shape = (batch_for(per_sample), *shape[1:])
+            if widen_batch and dims and dims[0]:
+                budget = SPATIAL_ELEMENTS_BUDGET if len(dims) >= 3 and not str(dtype).startswith(("int", "uint", "bool")) else SAMPLE_ELEMENTS_BUDGET
+                shape = (max(dims[0], batch_for(per_sample, budget)), *shape[1:])
             check_declared_input(name, shape)
         dtype = input_dtype if (input_dtype and position == 0) else dtype
         specs.append((name, shape, dtype))

@@ -152,13 +152,14 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
             layer_modules[name] = node.name
     make_inputs, shapes = fed or onnx_inputs(torch, graph, input_shapes, input_dtype)
     first = next(iter(graph.inputs.values()), ((), ""))[0]
-    if fed is None and not input_shapes and first and first[0] == 1:
-        # Exports often fix the batch at 1; BatchNorm statistics over one sample are nothing like
-        # training's. Many graphs still accept a larger batch: use one where they do.
+    if fed is None and not input_shapes and first and first[0]:
+        # Exports often fix the batch at the one or few samples they were traced with; statistics
+        # over those (BatchNorm's, "inactive on every sample") are nothing like training's. Many
+        # graphs still accept a larger batch: use one where they do.
         wider, wider_shapes = onnx_inputs(torch, graph, input_shapes, input_dtype, widen_batch=True)
         if wider_shapes != shapes and _accepts(torch, module, wider):
             make_inputs, shapes = wider, wider_shapes
-            notes.append(f"the export fixes the batch at 1; the graph accepts {list(shapes.values())[0][0]}, which the probe used")
+            notes.append(f"the export fixes the batch at {first[0]}; the graph accepts {list(shapes.values())[0][0]}, which the probe used")
     return Runnable(module, make_inputs, layer_modules, param_names, shapes, notes)
 
 
