@@ -14,7 +14,6 @@ from each tensor by initlint.probe.statistics; this module runs the passes and p
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
@@ -25,7 +24,7 @@ from ..graph import ModelGraph
 from ..measurement import UNFREEZE_STEPS, LayerMeasurement, ProbeMeasurement, median
 from ..prediction import Prediction, Quantity
 from ..verdict import wants_more_seeds
-from .model import Runnable
+from .model import Runnable, private_copy
 from .statistics import activation_input, channel_variance, duplicate_fraction, first_output, inactive_fraction, output_stats
 
 # One seed first; more (up to this many) only where a measurement is near a threshold.
@@ -407,7 +406,7 @@ def _summarize(graph, layers: list[dict], per_seed: list[dict], watched: list[_W
 
 def _still_frozen(torch, runnable: Runnable, candidates: list[str], seed: int, budget: Budget) -> list[str]:
     """Which exactly-zero gradients stay exactly zero after SGD steps on a copy (docs/science.md §8)."""
-    module = copy.deepcopy(runnable.module)
+    module = private_copy(runnable.module)
     inner_of = {user: inner for inner, user in runnable.param_names.items()}
     optimizer = torch.optim.SGD([p for p in module.parameters() if p.requires_grad], lr=SGD_LR)
     args, kwargs = runnable.make_inputs(seed)
@@ -436,7 +435,7 @@ def _frozen_whatever_the_init(torch, runnable: Runnable, frozen: list[str], seed
     structure (DETR's first decoder layer reads values that are zero by construction), and no
     init would change it -- not an init finding."""
     budget.check("the frozen-parameter check")
-    module = copy.deepcopy(runnable.module)
+    module = private_copy(runnable.module)
     gen = torch.Generator().manual_seed(seed + 7919)
     with torch.no_grad():
         for param in module.parameters():

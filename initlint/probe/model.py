@@ -74,12 +74,28 @@ def _to_device(inputs, device: str):
 # --- torch modules ----------------------------------------------------------------------------
 
 
+def private_copy(module):
+    """A deep copy of ``module`` that the probe may change. Tensors a forward pass left in a
+    module's attributes (timm's LeViT caches its attention biases) carry autograd history, which
+    deepcopy refuses: they are copied detached."""
+    import torch
+
+    memo = {}
+    for sub in module.modules():
+        for value in vars(sub).values():
+            candidates = value.values() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else (value,)
+            for tensor in candidates:
+                if isinstance(tensor, torch.Tensor) and tensor.grad_fn is not None:
+                    memo[id(tensor)] = tensor.detach().clone()
+    return copy.deepcopy(module, memo)
+
+
 def _from_torch(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
     import torch
 
     user_module = graph.metadata["module"]
     try:
-        module = copy.deepcopy(user_module)  # never touch the user's model
+        module = private_copy(user_module)  # never touch the user's model
     except Exception as exc:
         raise ProbeUnavailable(f"the model could not be copied for the probe ({type(exc).__name__}: {exc})") from None
     names = dict(module.named_modules())
