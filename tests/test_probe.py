@@ -588,3 +588,30 @@ def test_a_unit_that_fires_once_in_a_wide_batch_is_rarely_active_not_dead():
     outputs[::10, 2] = 0.5  # active on 10%: alive
     shares = inactive_fraction(torch, outputs, -1)
     assert shares == {"dead_fraction": 0.25, "rarely_active_fraction": 0.5}
+
+
+def test_a_module_holding_a_forward_pass_tensor_is_still_copied():
+    """timm's LeViT caches its attention biases in a dict attribute: after one forward the cache
+    holds a tensor with autograd history, which copy.deepcopy refuses."""
+    import copy
+
+    from initlint.probe.model import private_copy
+
+    class Cached(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(3))
+            self.cache = {}
+
+        def forward(self, x):
+            self.cache["scale"] = self.scale * 2
+            return x * self.cache["scale"]
+
+    model = Cached()
+    model(torch.ones(3))
+    with pytest.raises(RuntimeError):
+        copy.deepcopy(model)
+    copied = private_copy(model)
+    assert copied.cache["scale"].grad_fn is None and torch.equal(copied.cache["scale"], model.cache["scale"].detach())
+    assert model.cache["scale"].grad_fn is not None  # the user's model is left as it was
+    assert copied.scale is not model.scale
