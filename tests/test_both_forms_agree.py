@@ -34,8 +34,10 @@ slow = pytest.mark.skipif(not os.environ.get("INITLINT_SLOW"), reason="exports a
 # is known; an entry needs a reason a reader can check.
 KNOWN_DIFFERENCES: dict[tuple[str, str], str] = {
     ("all_batchnorm_gains_zero", "IL403"): "the eval-mode export folds the zero gains into the convolutions, so the "
-    "ONNX form reports IL101 at zero convolutions whose frozen claim stays inconclusive on the converted graph; the "
-    "spec form's confirmed IL101 lists the dead units the probe measured (IL403) under it. Both fail the gate.",
+    "ONNX form reports IL101 at zero convolutions, and IL403 leaves the units after an all-zero layer to IL101 (it "
+    "outputs its bias, not a dead unit's pre-activation); the spec form's convolutions are random, so its confirmed "
+    "IL101 lists the dead units the probe measured (IL403) under it. Both fail the gate, with the frozen parameters "
+    "(IL404) listed in both.",
 }
 
 

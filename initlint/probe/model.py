@@ -158,7 +158,11 @@ def _from_onnx(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
         raise ProbeUnavailable(f"onnx2torch cannot convert this model: {' '.join(str(exc).split())[:200]}") from None
     except Exception as exc:
         raise ProbeUnavailable(f"onnx2torch failed on this model ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})") from None
-    param_names = _onnx_parameters(torch, module, proto, original_initializers)
+    # Named as the graph names them: the loader gives weights the exporter named (onnx::Conv_12)
+    # their module's parameter name, and findings' claims use that name.
+    renamed = {layer.attrs[f"exporter_{role}_name"]: tensor.name for layer in graph.layers.values() for role, tensor in layer.params.items()
+               if f"exporter_{role}_name" in layer.attrs}
+    param_names = {inner: renamed.get(name, name) for inner, name in _onnx_parameters(torch, module, proto, original_initializers).items()}
     layer_modules = {}
     for node in proto.graph.node:
         if not node.name[1:].isdigit():
