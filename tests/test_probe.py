@@ -615,3 +615,19 @@ def test_a_module_holding_a_forward_pass_tensor_is_still_copied():
     assert copied.cache["scale"].grad_fn is None and torch.equal(copied.cache["scale"], model.cache["scale"].detach())
     assert model.cache["scale"].grad_fn is not None  # the user's model is left as it was
     assert copied.scale is not model.scale
+
+
+def test_an_eval_mode_exports_folded_weights_are_measured_under_their_module_names(tmp_path):
+    """The eval-mode export folds BatchNorm into the convolution and names the result
+    onnx::Conv_N; the loader gives it back its module's name, and the probe reports it by that
+    name, so a claim about the convolution's weight can be judged."""
+    from initlint.loaders import LoadOptions, load
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 4)).eval()
+    path = tmp_path / "folded.onnx"
+    torch.onnx.export(model, (torch.randn(2, 3, 8, 8),), str(path), dynamo=False, do_constant_folding=True)
+    graph = load(str(path), LoadOptions())
+    assert "0.weight" in graph.tensors  # named back by the loader
+    probe = run_probe(graph, {}, None, ProbeOptions())
+    assert probe.ok and "0.weight" in probe.measured_parameters, probe.measured_parameters
