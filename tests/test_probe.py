@@ -631,3 +631,24 @@ def test_an_eval_mode_exports_folded_weights_are_measured_under_their_module_nam
     assert "0.weight" in graph.tensors  # named back by the loader
     probe = run_probe(graph, {}, None, ProbeOptions())
     assert probe.ok and "0.weight" in probe.measured_parameters, probe.measured_parameters
+
+
+def test_weights_the_exporter_stored_once_are_measured_as_the_separate_parameters_they_were(tmp_path):
+    """Two equal (here all-zero) convolution weights are stored once by the TorchScript exporter
+    and linked through an Identity node; in the model they were two parameters, and a claim
+    about the second one must find it measured."""
+    from initlint.loaders import LoadOptions, load
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    for conv in (model[2], model[4]):
+        nn.init.zeros_(conv.weight)
+    path = tmp_path / "shared.onnx"
+    torch.onnx.export(model.eval(), (torch.randn(2, 3, 8, 8),), str(path), dynamo=False)
+    import onnx
+
+    assert any(node.op_type == "Identity" for node in onnx.load(str(path)).graph.node)  # stored once
+    graph = load(str(path), LoadOptions())
+    probe = run_probe(graph, {}, None, ProbeOptions())
+    assert probe.ok and {"2.weight", "4.weight"} <= set(probe.measured_parameters), probe.measured_parameters

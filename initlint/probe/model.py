@@ -329,20 +329,17 @@ def _training_form(proto) -> None:
             tensor = numpy_helper.to_array(value.t)
             proto.graph.initializer.append(numpy_helper.from_array(tensor, node.output[0]))
             proto.graph.node.remove(node)
-    # The TorchScript exporter links shared initializers through Identity nodes (docs/science.md §10);
-    # onnx2torch wants the weights of Conv/Gemm as initializers, so point the uses at the source.
-    initializers = {init.name for init in proto.graph.initializer}
+    # The TorchScript exporter stores equal initializers once and links the others to it through
+    # Identity nodes (docs/science.md §10): the zero convolutions of a zero-gain ResNet share one.
+    # onnx2torch wants the weights of Conv/Gemm as initializers, and each was a parameter of its
+    # own in the model: each alias becomes an initializer of its own, under its own name (the
+    # name the loader reports the layer's weight by).
+    initializers = {init.name: init for init in proto.graph.initializer}
     graph_outputs = {o.name for o in proto.graph.output}
-    alias = {}
     for node in list(proto.graph.node):
         if node.op_type == "Identity" and node.input and node.input[0] in initializers and node.output[0] not in graph_outputs:
-            alias[node.output[0]] = node.input[0]
+            proto.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(initializers[node.input[0]]), node.output[0]))
             proto.graph.node.remove(node)
-    if alias:
-        for node in proto.graph.node:
-            for i, name in enumerate(node.input):
-                if name in alias:
-                    node.input[i] = alias[name]
     # The dynamo exporter writes Reshape(allowzero=1), which onnx2torch refuses; it only differs
     # from allowzero=0 when the target shape holds a 0, so drop it where the shape is a constant without one.
     constants = {init.name: init for init in proto.graph.initializer}
