@@ -118,3 +118,23 @@ def rezero_gate():
             return x + self.alpha * torch.relu(self.fc(x))
 
     return nn.Sequential(nn.Linear(16, 32), ReZeroBlock(32), ReZeroBlock(32), nn.Linear(32, 4))
+
+
+def batchnorm_residual_block(channels: int):
+    """torchvision's BasicBlock in small: conv, BatchNorm, ReLU, conv, BatchNorm, added to its
+    input, then ReLU."""
+    import torch.nn as nn
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+            self.bn1 = nn.BatchNorm2d(channels)
+            self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+            self.bn2 = nn.BatchNorm2d(channels)
+            self.relu = nn.ReLU()
+
+        def forward(self, x):
+            return self.relu(x + self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
+
+    return Block()

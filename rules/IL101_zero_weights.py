@@ -7,7 +7,8 @@ from initlint.constant_flow import ConstantFlow, ConstantOutcome, Fate, Harm
 from initlint.fixes import Code as _Code, init_call, random_init_for
 from initlint.engine import Example, Rule, Severity
 from initlint.prediction import Claim, Prediction, Quantity
-from initlint.example_models import (  # shared with IL404's examples
+from initlint.example_models import (  # shared with other rules' examples
+    batchnorm_residual_block,
     lora_b_zero_a_random,
     lora_with_a_and_b_zero,
     rezero_gate,
@@ -292,25 +293,16 @@ def _small_resnet(zero_gains: str):
     to 0 (the copy-paste bug), or the "last" one of each residual branch (zero_init_residual)."""
     import torch.nn as nn
 
-    class Block(nn.Module):
-        def __init__(self, channels: int):
-            super().__init__()
-            self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-            self.bn1 = nn.BatchNorm2d(channels)
-            self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-            self.bn2 = nn.BatchNorm2d(channels)
-            self.relu = nn.ReLU()
-
-        def forward(self, x):
-            return self.relu(x + self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
-
     stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
-    model = nn.Sequential(stem, Block(8), Block(8), nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
-    for module in model.modules():
-        if isinstance(module, Block) and zero_gains == "last":
-            nn.init.zeros_(module.bn2.weight)
-        elif isinstance(module, nn.BatchNorm2d) and zero_gains == "every":
-            nn.init.constant_(module.weight, 0)
+    blocks = [batchnorm_residual_block(8) for _ in range(2)]
+    model = nn.Sequential(stem, *blocks, nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    if zero_gains == "last":
+        for block in blocks:
+            nn.init.zeros_(block.bn2.weight)
+    elif zero_gains == "every":
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                nn.init.constant_(module.weight, 0)
     return model
 
 

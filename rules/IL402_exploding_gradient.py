@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from initlint import graph as g
+from initlint.example_models import batchnorm_residual_block
 from initlint.engine import Example, Rule, Severity
 from initlint.fixes import random_init_for
 
@@ -138,21 +139,9 @@ def deep_relu_he():
 def small_batchnorm_resnet():
     import torch.nn as nn
 
-    class Block(nn.Module):
-        def __init__(self, channels: int):
-            super().__init__()
-            self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-            self.bn1 = nn.BatchNorm2d(channels)
-            self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-            self.bn2 = nn.BatchNorm2d(channels)
-            self.relu = nn.ReLU()
-
-        def forward(self, x):
-            return self.relu(x + self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))))
-
     return nn.Sequential(
         nn.Conv2d(3, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(),
-        *[Block(16) for _ in range(6)],
+        *[batchnorm_residual_block(16) for _ in range(6)],
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10),
     )
 
