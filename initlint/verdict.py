@@ -23,6 +23,17 @@ BACKWARD = (Quantity.GRADIENT_ENERGY_RATIO, Quantity.FROZEN_PARAMETERS)
 NOT_FINITE = "the probe's measurement is not finite (NaN or inf)"
 
 
+# The per-layer field each one-layer share is read from (initlint.measurement.LayerMeasurement).
+LAYER_FIELD = {
+    Quantity.SATURATED_FRACTION: "saturated_fraction",
+    Quantity.DUPLICATE_UNIT_FRACTION: "duplicate_fraction",
+    Quantity.NON_FINITE_FRACTION: "non_finite_fraction",
+    Quantity.COMMON_COMPONENT: "common_component",
+    Quantity.RARELY_ACTIVE_FRACTION: "rarely_active_fraction",
+    Quantity.DEAD_FRACTION: "dead_fraction",
+}
+
+
 def near_threshold(prediction: Prediction, value: float) -> bool:
     kind = "ratio" if prediction.quantity.log_scale else "fraction" if prediction.quantity.is_fraction else "other"
     return abs(prediction.margin(value)) < NEAR[kind]
@@ -68,18 +79,8 @@ def measured_values(prediction: Prediction, probe: ProbeMeasurement) -> tuple[li
     elif q is Quantity.GRADIENT_ENERGY_RATIO:
         pairs = zip(rows[prediction.to_layer].get("grad_out_norm", []), rows[prediction.from_layer].get("grad_norm", []))
         values = [None if r is None else r * r for r in (_ratio(b, a) for b, a in pairs)]
-    elif q is Quantity.SATURATED_FRACTION:
-        values = rows[prediction.to_layer].get("saturated_fraction", [])
-    elif q is Quantity.DUPLICATE_UNIT_FRACTION:
-        values = rows[prediction.to_layer].get("duplicate_fraction", [])
-    elif q is Quantity.NON_FINITE_FRACTION:
-        values = rows[prediction.to_layer].get("non_finite_fraction", [])
-    elif q is Quantity.COMMON_COMPONENT:
-        values = rows[prediction.to_layer].get("common_component", [])
-    elif q is Quantity.RARELY_ACTIVE_FRACTION:
-        values = rows[prediction.to_layer].get("rarely_active_fraction", [])
-    else:  # DEAD_FRACTION
-        values = rows[prediction.to_layer].get("dead_fraction", [])
+    else:  # a share measured at one layer's output
+        values = rows[prediction.to_layer].get(LAYER_FIELD[q], [])
     measured = [v for v in values if v is not None]
     values = [v for v in measured if not math.isnan(v)]
     if not values and measured:

@@ -119,12 +119,18 @@ def _widened(specs: list) -> list:
     over positions too. Unchanged where the inputs do not share a leading dimension."""
     if not specs or any(len(shape) < 2 for shape, _, _ in specs) or len({shape[0] for shape, _, _ in specs}) != 1:
         return specs
-    largest = max(specs, key=lambda spec: math.prod(spec[0][1:]))
-    spatial = len(largest[0]) >= 3 and not largest[1].startswith(("int", "uint", "bool"))
-    batch = batch_for(math.prod(largest[0][1:]), SPATIAL_ELEMENTS_BUDGET if spatial else SAMPLE_ELEMENTS_BUDGET)
+    shape, dtype, _ = max(specs, key=lambda spec: math.prod(spec[0][1:]))
+    batch = batch_for(math.prod(shape[1:]), _elements_budget(shape, dtype))
     if batch <= specs[0][0][0]:
         return specs
     return [((batch, *shape[1:]), dtype, high) for shape, dtype, high in specs]
+
+
+def _elements_budget(shape, dtype) -> int:
+    """Input elements per batch: fewer for images (float inputs with positions), whose
+    statistics pool over positions too."""
+    spatial = len(shape) >= 3 and not str(dtype).startswith(("int", "uint", "bool"))
+    return SPATIAL_ELEMENTS_BUDGET if spatial else SAMPLE_ELEMENTS_BUDGET
 
 
 def _dtype_name(dtype) -> str:
@@ -210,8 +216,7 @@ def onnx_inputs(torch, graph, input_shapes, input_dtype, widen_batch: bool = Fal
             per_sample = int(math.prod(known)) if known else 1
             shape = tuple(d if d else (batch_for(per_sample) if i == 0 else DEFAULT_SEQUENCE) for i, d in enumerate(dims))
             if widen_batch and dims and dims[0]:
-                budget = SPATIAL_ELEMENTS_BUDGET if len(dims) >= 3 and not str(dtype).startswith(("int", "uint", "bool")) else SAMPLE_ELEMENTS_BUDGET
-                shape = (max(dims[0], batch_for(per_sample, budget)), *shape[1:])
+                shape = (max(dims[0], batch_for(per_sample, _elements_budget(dims, dtype))), *shape[1:])
             check_declared_input(name, shape)
         dtype = input_dtype if (input_dtype and position == 0) else dtype
         specs.append((name, shape, dtype))

@@ -109,9 +109,10 @@ def _from_torch(graph: ModelGraph, input_shapes, input_dtype) -> Runnable:
     make_inputs, shapes = torch_inputs(torch, graph, module, example, input_shapes, input_dtype)
     exact = None
     if example is not None and not input_shapes:
-        exact = (make_inputs, shapes)
-        make_inputs, shapes = torch_inputs(torch, graph, module, example, input_shapes, input_dtype, widen_batch=True)
-    return Runnable(module, make_inputs, layer_modules, param_names, shapes, exact_inputs=exact if shapes != (exact or (None, None))[1] else None)
+        wider, wider_shapes = torch_inputs(torch, graph, module, example, input_shapes, input_dtype, widen_batch=True)
+        if wider_shapes != shapes:
+            exact, (make_inputs, shapes) = (make_inputs, shapes), (wider, wider_shapes)
+    return Runnable(module, make_inputs, layer_modules, param_names, shapes, exact_inputs=exact)
 
 
 # --- ONNX models, through onnx2torch --------------------------------------------------------------
